@@ -1,0 +1,88 @@
+"""The `aspp-seg` command: LightningCLI's fit / validate / test / predict, plus the
+subcommands in `aspp_seg.commands` (summary, evaluate, ...)."""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningCLI
+
+from aspp_seg.commands import discover
+from aspp_seg.errors import UserError
+from aspp_seg.module import SegmentationModule
+
+
+class AsppSegCLI(LightningCLI):
+    """LightningCLI whose data module tells the model its classes."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+
+
+def lightning_cli(args: list[str], **kwargs) -> AsppSegCLI:
+    """Runs LightningCLI on `args` with aspp-seg's model and any LightningDataModule."""
+    return AsppSegCLI(
+        SegmentationModule,
+        LightningDataModule,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        **kwargs,
+    )
+
+
+def _user_error(error: BaseException | None) -> UserError | None:
+    """The UserError behind `error`, if any (the CLI's parser wraps it in its own)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    """The user-facing line of an error, also when a data worker re-raised it."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and "Original Traceback" in lines[0]:
+        last = lines[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(lines)
+
+
+def _run(args: list[str]) -> None:
+    commands = discover()
+    if args and args[0] in commands:
+        commands[args[0]].main(args[1:])
+        return
+    if args and args[0] not in ("-h", "--help"):
+        lightning_cli(args)
+        return
+    try:
+        lightning_cli(args or ["--help"])
+    finally:
+        if commands:
+            width = max(map(len, commands))
+            print("\nmore subcommands (aspp-seg <command> --help):")
+            for name, module in commands.items():
+                print(f"  {name:<{width}}  {module.HELP}")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the `aspp-seg` console script."""
+    try:
+        _run(sys.argv[1:] if args is None else list(args))
+    except Exception as error:
+        user_error = _user_error(error)
+        if user_error is None:
+            raise
+        print(f"aspp-seg: error: {_one_line(user_error)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The LightningModule: loss, optimisation, metrics and logging around a plain network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
+
+from aspp_seg.data.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
+from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, scores, write_iou_table
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+SchedulerFactory = Callable[[Optimizer, int], LRScheduler]
+
+
+def study_sgd(params: Iterable[nn.Parameter]) -> Optimizer:
+    """The study's optimiser: SGD, base LR 0.007, momentum 0.9, weight decay 1e-4."""
+    return torch.optim.SGD(params, lr=0.007, momentum=0.9, weight_decay=1e-4)
+
+
+def poly_schedule(optimizer: Optimizer, max_steps: int) -> LRScheduler:
+    """The study's schedule, stepped per iteration: lr = base * (1 - i / max)^0.9."""
+    return PolynomialLR(optimizer, total_iters=max_steps, power=0.9)
+
+
+class SegmentationModule(LightningModule):
+    """Trains and evaluates any network that maps B x 3 x H x W to ``{"out": logits}``.
+
+    Args:
+        net: the network (e.g. from `aspp_seg.models.deeplabv3`); its classifier is
+            resized to `num_classes` if the two differ.
+        num_classes: classes of the data set (linked from ``data.num_classes``).
+        class_names: names for logs and tables (linked from ``data.class_names``).
+        optimizer: called with the parameters; default: the study's SGD.
+        scheduler: called with the optimiser and the total number of training steps;
+            stepped every iteration. Default: poly decay with power 0.9.
+        aux_weight: weight of the auxiliary head's loss, when the net has one.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        num_classes: int = 19,
+        class_names: Sequence[str] = CITYSCAPES_CLASSES,
+        optimizer: OptimizerFactory = study_sgd,
+        scheduler: SchedulerFactory = poly_schedule,
+        aux_weight: float = 0.4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        if getattr(net, "num_classes", num_classes) != num_classes:
+            net.reset_classifier(num_classes)
+        self.net = net
+        self.class_names = list(class_names)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.val_confusion = confusion_matrix_metric(num_classes)
+        self.test_confusion = confusion_matrix_metric(num_classes)
+        self.last_result: dict | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W -> B x num_classes x H x W logits."""
+        return self.net(images)["out"]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self.net(batch["image"])
+        masks = batch["mask"]
+        loss = F.cross_entropy(outputs["out"], masks, ignore_index=IGNORE_INDEX)
+        if "aux" in outputs:
+            aux = F.cross_entropy(outputs["aux"], masks, ignore_index=IGNORE_INDEX)
+            self.log("train/aux_loss", aux)
+            loss = loss + self.hparams.aux_weight * aux
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def _eval_step(self, batch: dict, confusion: nn.Module) -> None:
+        logits = self(batch["image"])
+        confusion.update(logits.argmax(1), batch["mask"])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_confusion)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_confusion)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        return {"name": batch["name"], "pred": self(batch["image"]).argmax(1)}
+
+    def _eval_epoch_end(self, stage: str, confusion: nn.Module) -> None:
+        result = scores(confusion.compute())
+        confusion.reset()
+        self.log(f"{stage}/mIoU", result["miou"], prog_bar=True, sync_dist=False)
+        self.log(f"{stage}/pixel_acc", result["pixel_acc"], sync_dist=False)
+        for name, value in zip(self.class_names, result["iou"], strict=True):
+            if value == value:  # classes without pixels have no IoU
+                self.log(f"{stage}/IoU/{name}", float(value), sync_dist=False)
+        if self.trainer.sanity_checking:
+            return
+        self.last_result = result
+        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
+            write_iou_table(Path(self.trainer.log_dir), f"{stage}_iou", result, self.class_names)
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            self.print_table(stage)
+
+    def print_table(self, stage: str) -> None:
+        """Prints the last per-class IoU table (rank zero only)."""
+        if self.last_result is None:
+            return
+        table = iou_markdown(self.last_result["iou"], self.last_result["miou"], self.class_names)
+        rank_zero_info(f"\n{stage} per-class IoU (%):\n{table}")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val", self.val_confusion)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test", self.test_confusion)
+
+    def on_fit_end(self) -> None:
+        self.print_table("val")
+
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(self.parameters())
+        scheduler = self.scheduler_factory(optimizer, self.trainer.estimated_stepping_batches)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,1 @@
+"""Runners that turn training runs into the study's tables."""

@@ -1,0 +1,111 @@
+"""The `aspp-seg` command end to end, on a tiny synthetic Cityscapes tree."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aspp_seg.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+
+
+def _tiny_args(root: Path) -> list[str]:
+    return [
+        "--config", str(REPO / "configs" / "demo.yaml"),
+        "--data.init_args.root", str(root),
+        "--data.init_args.batch_size", "4",
+        "--data.init_args.num_workers", "0",
+        "--model.net.init_args.channels", "16",
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+
+
+def _iou_row(path: Path) -> dict:
+    with path.open() as f:
+        return next(csv.DictReader(f))
+
+
+def test_fit_then_validate_gives_the_same_miou(tiny_cityscapes, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *_tiny_args(tiny_cityscapes), "--trainer.max_epochs", "2"])
+    run = tmp_path / "runs" / "demo" / "version_0"
+    assert (run / "config.yaml").is_file()
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["max_epochs"] == 2
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.is_file() and list((run / "checkpoints").glob("best-*.ckpt"))
+    fit_row = _iou_row(run / "val_iou.csv")
+    assert 0.0 <= float(fit_row["mIoU"]) <= 100.0
+    with (run / "metrics.csv").open() as f:
+        logged = list(csv.DictReader(f))
+    assert any(row.get("train/loss") for row in logged)
+    assert any(row.get("val/mIoU") for row in logged)
+
+    capsys.readouterr()
+    main(["validate", *_tiny_args(tiny_cityscapes), "--ckpt_path", str(last)])
+    out = capsys.readouterr()
+    assert "| Road | Sidewalk |" in out.out + out.err
+    validate_row = _iou_row(tmp_path / "runs" / "demo" / "version_1" / "val_iou.csv")
+    assert validate_row == fit_row
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "aspp_seg.cli", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("aspp-seg: error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0]
+
+
+def test_missing_cityscapes_root_is_one_line(tmp_path):
+    missing = tmp_path / "nowhere"
+    result = _cli("fit", "--config", str(REPO / "configs" / "dl1.yaml"),
+                  "--data.init_args.root", str(missing), cwd=tmp_path)  # fmt: skip
+    _assert_one_line_error(result, str(missing), "leftImg8bit/train/<city>/")
+
+
+def test_image_without_label_is_named(tiny_cityscapes, tmp_path):
+    root = tmp_path / "cs"
+    shutil.copytree(tiny_cityscapes, root)
+    label = next((root / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))
+    label.unlink()
+    image_name = label.name.replace("_gtFine_labelIds.png", "_leftImg8bit.png")
+    result = _cli("fit", "--config", str(REPO / "configs" / "dl1.yaml"),
+                  "--data.init_args.root", str(root), cwd=tmp_path)  # fmt: skip
+    _assert_one_line_error(result, image_name, label.name)
+
+
+def test_unknown_config_key_is_reported(tmp_path):
+    result = _cli("fit", "--config", str(REPO / "configs" / "demo.yaml"),
+                  "--model.net.init_args.ratez", "[1]", cwd=tmp_path)  # fmt: skip
+    assert result.returncode != 0
+    assert "ratez" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_lists_the_subcommands(tmp_path):
+    result = _cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for sub in ("fit", "validate", "test", "predict"):
+        assert sub in result.stdout
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_every_config_parses(config, tmp_path):
+    result = _cli("fit", "--config", str(config), "--print_config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "class_path" in result.stdout
