@@ -63,3 +63,49 @@ def test_tables_have_the_study_columns():
     md = iou_markdown(iou, 0.5, CITYSCAPES_CLASSES)
     assert "| Road | Sidewalk |" in md and md.splitlines()[0].endswith("| mIoU |")
     assert iou_csv(iou, 0.5, CITYSCAPES_CLASSES).splitlines()[1].startswith("50.0000,")
+
+
+def test_bincount_path_equals_torchmetrics():
+    from torchmetrics.classification import MulticlassConfusionMatrix
+
+    torch.manual_seed(0)
+    target = torch.randint(0, 19, (2, 33, 47))
+    target[:, :5] = 255
+    pred = torch.randint(0, 19, target.shape)
+    ours = confusion_matrix_metric(19)
+    ours.update(pred, target)
+    reference = MulticlassConfusionMatrix(19, ignore_index=255, validate_args=False)
+    reference.update(pred, target)
+    assert torch.equal(ours.compute(), reference.compute().long())
+
+
+def test_void_column_counts_as_false_negative_only():
+    # class 0: TP 1, FN 1 (predicted void) -> 1/2; class 1: TP 1, no FP from void -> 1
+    confusion = np.array([[1, 0, 1], [0, 1, 0]])
+    result = scores(confusion)
+    np.testing.assert_allclose(result["iou"], [0.5, 1.0])
+    assert result["pixel_acc"] == pytest.approx(2 / 3)
+
+
+def test_raw_histogram_reduces_with_lookup_tables():
+    from aspp_seg.metrics import pair_histogram, reduce_histogram
+
+    gt = np.array([[7, 7, 8, 0]], dtype=np.uint8)  # labelIds road, road, sidewalk, unlabeled
+    pred = np.array([[7, 0, 8, 8]], dtype=np.uint8)
+    from aspp_seg.data.labels import LABEL_ID_TO_TRAIN_ID as LUT
+
+    cm = reduce_histogram(pair_histogram(gt, pred), LUT, LUT, 19)
+    assert cm.shape == (19, 20)
+    assert cm[0, 0] == 1 and cm[0, 19] == 1 and cm[1, 1] == 1 and cm.sum() == 3
+
+
+def test_save_results_writes_tables_matrix_and_plot(tmp_path):
+    from aspp_seg.metrics import save_results
+
+    confusion = np.array([[3, 1], [0, 2]])
+    paths = save_results(tmp_path, "val", scores(confusion), confusion, ["a", "b"])
+    assert sorted(p.name for p in paths) == sorted(
+        ["val.md", "val.csv", "val_confusion.npy", "val_confusion.png"]
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "val_confusion.npy"), confusion)
+    assert (tmp_path / "val_confusion.png").read_bytes()[:4] == b"\x89PNG"

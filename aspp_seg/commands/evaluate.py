@@ -1,0 +1,318 @@
+"""``aspp-seg evaluate``: scores a folder of predicted label maps against ground truth.
+
+No model is involved, so results from any method can be scored. Files are matched by
+name; per-class IoU and mIoU follow the Cityscapes benchmark definitions (the same
+numbers as cityscapesscripts' ``evalPixelLevelSemanticLabeling`` on Cityscapes-format
+folders) and go through the same `aspp_seg.metrics.scores` as validation and test.
+
+    aspp-seg evaluate --gt data/cityscapes/gtFine/val --pred results/labelIds
+    aspp-seg evaluate --gt valannot --pred preds --format camvid --out eval/
+
+Each file pair is counted as one 256 x 256 histogram of raw (truth, prediction)
+values, read in parallel threads; the label encoding (labelIds, trainIds, CamVid) is
+applied once to the summed histogram, which also tells which values a file holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from jsonargparse import ArgumentParser
+
+from aspp_seg.data.labels import (
+    CITYSCAPES_CLASSES,
+    IGNORE_INDEX,
+    LABEL_ID_TO_TRAIN_ID,
+    VALID_LABEL_IDS,
+)
+from aspp_seg.errors import DataError
+from aspp_seg.metrics import iou_markdown, pair_histogram, reduce_histogram, save_results, scores
+
+NAME = "evaluate"
+HELP = "score a folder of predicted label maps against ground truth (no model needed)"
+
+CAMVID_CLASSES = (
+    "sky", "building", "pole", "road", "pavement", "tree", "sign/symbol", "fence", "car",
+    "pedestrian", "bicyclist",
+)  # fmt: skip
+"""CamVid's 11 evaluated classes (label 11 is void), the SegNet tutorial's order."""
+
+_STRIP_SUFFIXES = (
+    "_gtFine_labelTrainIds", "_gtFine_labelIds", "_labelTrainIds", "_labelIds", "_trainIds",
+    "_leftImg8bit", "_prediction", "_pred",
+)  # fmt: skip
+
+
+def cityscapes_key(path: Path) -> str:
+    """``<city>_<seq>_<frame>``: the official script finds predictions by this prefix."""
+    return "_".join(path.stem.split("_")[:3])
+
+
+def stem_key(path: Path) -> str:
+    """The file stem without a known label / image suffix (``_gtFine_labelTrainIds``...)."""
+    stem = path.stem
+    for suffix in _STRIP_SUFFIXES:
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def _lut(mapping: dict[int, int], default: int) -> np.ndarray:
+    lut = np.full(256, default, dtype=np.uint8)
+    for raw, cls in mapping.items():
+        lut[raw] = cls
+    return lut
+
+
+@dataclass(frozen=True)
+class LabelFormat:
+    """How one kind of label file encodes classes.
+
+    Attributes:
+        name: the ``--format`` value.
+        class_names: the C evaluated classes.
+        gt_lut: raw ground-truth value -> class (255: ignored).
+        pred_lut: raw predicted value -> class (>= C: void).
+        gt_valid: raw values a ground-truth file may hold.
+        pred_valid: raw values a prediction may hold.
+        gt_glob: ground-truth files under ``--gt`` (recursive).
+        key: file -> the name that pairs truth and prediction.
+        hint: what to say when a file holds values of another format.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    gt_lut: np.ndarray
+    pred_lut: np.ndarray
+    gt_valid: frozenset[int]
+    pred_valid: frozenset[int]
+    gt_glob: str
+    key: Callable[[Path], str]
+    hint: str
+
+
+_TRAIN_IDS = frozenset(range(len(CITYSCAPES_CLASSES)))
+FORMATS: dict[str, LabelFormat] = {
+    "cityscapes": LabelFormat(
+        name="cityscapes",
+        class_names=CITYSCAPES_CLASSES,
+        gt_lut=LABEL_ID_TO_TRAIN_ID,
+        pred_lut=LABEL_ID_TO_TRAIN_ID,
+        gt_valid=VALID_LABEL_IDS,
+        pred_valid=VALID_LABEL_IDS,
+        gt_glob="*_gtFine_labelIds.png",
+        key=cityscapes_key,
+        hint="Cityscapes labelIds (0..33); trainId files (0..18, 255) need --format trainid",
+    ),
+    "trainid": LabelFormat(
+        name="trainid",
+        class_names=CITYSCAPES_CLASSES,
+        gt_lut=_lut({i: i for i in _TRAIN_IDS}, IGNORE_INDEX),
+        pred_lut=_lut({i: i for i in _TRAIN_IDS}, IGNORE_INDEX),
+        gt_valid=_TRAIN_IDS | {IGNORE_INDEX},
+        pred_valid=_TRAIN_IDS | {IGNORE_INDEX},
+        gt_glob="*.png",
+        key=stem_key,
+        hint="Cityscapes trainIds (0..18, 255 = ignore); labelId files need --format cityscapes",
+    ),
+    "camvid": LabelFormat(
+        name="camvid",
+        class_names=CAMVID_CLASSES,
+        gt_lut=_lut({i: i for i in range(len(CAMVID_CLASSES))}, IGNORE_INDEX),
+        pred_lut=_lut({i: i for i in range(len(CAMVID_CLASSES))}, IGNORE_INDEX),
+        gt_valid=frozenset(range(len(CAMVID_CLASSES) + 1)),
+        pred_valid=frozenset(range(len(CAMVID_CLASSES) + 1)) | {IGNORE_INDEX},
+        gt_glob="*.png",
+        key=stem_key,
+        hint="CamVid labels (0..10, 11 = void)",
+    ),
+}
+
+
+def _index(folder: Path, pattern: str, key: Callable[[Path], str], what: str) -> dict:
+    files: dict[str, Path] = {}
+    for path in sorted(folder.rglob(pattern)):
+        name = key(path)
+        if name in files:
+            raise DataError(f"{what} files {files[name]} and {path} both match {name!r}")
+        files[name] = path
+    return files
+
+
+def match_files(
+    gt_dir: str | Path, pred_dir: str | Path, fmt: LabelFormat
+) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """Pairs every ground-truth file with its prediction.
+
+    Returns:
+        (pairs sorted by name, predictions without ground truth).
+
+    Raises:
+        DataError: a folder is missing or empty, or a ground-truth file has no prediction
+            (the message names how many and the first).
+    """
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    for folder, flag in ((gt_dir, "--gt"), (pred_dir, "--pred")):
+        if not folder.is_dir():
+            raise DataError(f"{flag} folder {folder} not found")
+    pattern = fmt.gt_glob
+    if fmt.name == "trainid" and next(gt_dir.rglob("*_labelTrainIds.png"), None):
+        pattern = "*_labelTrainIds.png"  # a Cityscapes gtFine folder holds several kinds
+    gt = _index(gt_dir, pattern, fmt.key, "ground-truth")
+    if not gt:
+        raise DataError(
+            f"no ground-truth files {pattern} under --gt {gt_dir} (--format {fmt.name})"
+        )
+    pred = _index(pred_dir, "*.png", fmt.key, "prediction")
+    missing = sorted(gt.keys() - pred.keys())
+    if missing:
+        first = gt[missing[0]]
+        raise DataError(
+            f"{len(missing)} of {len(gt)} ground-truth files have no prediction in {pred_dir} "
+            f"(first: {first.name}, looked for a .png named {missing[0]}*)"
+        )
+    extra = [pred[name] for name in sorted(pred.keys() - gt.keys())]
+    return [(gt[name], pred[name]) for name in sorted(gt)], extra
+
+
+def _read(path: Path) -> np.ndarray:
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise DataError(f"cannot read label map {path}")
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise DataError(
+            f"{path} must be an 8-bit single-channel label map, got shape {label.shape} "
+            f"of {label.dtype}"
+        )
+    return label
+
+
+def _check(path: Path, counts: np.ndarray, valid: frozenset[int], fmt: LabelFormat) -> None:
+    bad = sorted(set(np.flatnonzero(counts).tolist()) - valid)
+    if bad:
+        shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+        raise DataError(
+            f"{path} holds values {shown}, not valid for --format {fmt.name}: expected {fmt.hint}"
+        )
+
+
+def _pair(gt_path: Path, pred_path: Path, fmt: LabelFormat) -> np.ndarray:
+    gt, pred = _read(gt_path), _read(pred_path)
+    if gt.shape != pred.shape:
+        raise DataError(
+            f"prediction {pred_path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth "
+            f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}"
+        )
+    histogram = pair_histogram(gt, pred)
+    _check(gt_path, histogram.sum(1), fmt.gt_valid, fmt)
+    _check(pred_path, histogram.sum(0), fmt.pred_valid, fmt)
+    return histogram
+
+
+def evaluate_pairs(
+    pairs: Sequence[tuple[Path, Path]], fmt: LabelFormat, *, workers: int | None = None
+) -> tuple[dict, np.ndarray]:
+    """Scores matched (ground truth, prediction) files.
+
+    Args:
+        pairs: (ground-truth path, prediction path) per image.
+        fmt: their label format.
+        workers: reading threads (OpenCV decodes without the GIL); default: CPU count.
+
+    Returns:
+        (`scores` of the confusion matrix, the C x (C + 1) matrix whose last column
+        counts void predictions).
+    """
+    workers = workers or os.cpu_count() or 1
+    total = np.zeros((256, 256), dtype=np.int64)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for histogram in pool.map(lambda pair: _pair(*pair, fmt), pairs):
+            total += histogram
+    confusion = reduce_histogram(total, fmt.gt_lut, fmt.pred_lut, len(fmt.class_names))
+    return scores(confusion), confusion
+
+
+def evaluate_folders(
+    gt_dir: str | Path,
+    pred_dir: str | Path,
+    *,
+    format: str = "cityscapes",
+    workers: int | None = None,
+) -> dict:
+    """`match_files` + `evaluate_pairs`; returns the scores plus ``confusion``, ``pairs``,
+    ``extra`` (predictions without ground truth) and ``class_names``."""
+    if format not in FORMATS:
+        raise DataError(f"--format {format!r} is not known; allowed: {', '.join(FORMATS)}")
+    fmt = FORMATS[format]
+    pairs, extra = match_files(gt_dir, pred_dir, fmt)
+    result, confusion = evaluate_pairs(pairs, fmt, workers=workers)
+    return {
+        **result,
+        "confusion": confusion,
+        "pairs": len(pairs),
+        "extra": extra,
+        "class_names": fmt.class_names,
+    }
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="aspp-seg evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gt", type=str, required=True, help="folder of ground-truth label maps")
+    parser.add_argument("--pred", type=str, required=True, help="folder of predicted label maps")
+    parser.add_argument(
+        "--format",
+        type=str,
+        choices=list(FORMATS),
+        default="cityscapes",
+        help="cityscapes: *_gtFine_labelIds.png vs labelId predictions named <city>_<seq>_"
+        "<frame>*.png (the test-server format); trainid: Cityscapes trainIds, 255 = ignore; "
+        "camvid: CamVid 0..10, 11 = void. Files pair by name.",
+    )
+    parser.add_argument("--out", type=str, help="folder for <stem>.md/.csv/_confusion.npy/.png")
+    parser.add_argument("--stem", type=str, default="evaluate", help="file name stem in --out")
+    parser.add_argument("--json", type=str, help="also write the scores to this JSON file")
+    parser.add_argument("--workers", type=int, help="reading threads (default: CPU count)")
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    result = evaluate_folders(args.gt, args.pred, format=args.format, workers=args.workers)
+    seconds = time.perf_counter() - start
+    names = result["class_names"]
+    if result["extra"]:
+        print(
+            f"note: {len(result['extra'])} predictions have no ground truth and were ignored "
+            f"(first: {result['extra'][0]})",
+            file=sys.stderr,
+        )
+    print(f"{result['pairs']} image pairs scored in {seconds:.2f} s ({args.format} format)")
+    print(iou_markdown(result["iou"], result["miou"], names))
+    print(f"mIoU {100 * result['miou']:.2f}  pixel accuracy {100 * result['pixel_acc']:.2f}")
+    if args.out:
+        for path in save_results(args.out, args.stem, result, result["confusion"], names):
+            print(f"wrote {path}")
+    if args.json:
+        summary = {
+            "format": args.format,
+            "pairs": result["pairs"],
+            "seconds": seconds,
+            "miou": result["miou"],
+            "pixel_acc": result["pixel_acc"],
+            "iou": {
+                n: (None if v != v else float(v)) for n, v in zip(names, result["iou"], strict=True)
+            },
+            "extra": [str(p) for p in result["extra"]],
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
