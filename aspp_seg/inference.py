@@ -1,0 +1,167 @@
+"""Inference modes: whole image, sliding window, multi-scale with horizontal flip.
+
+`Inference` turns any ``model(images) -> logits`` callable (B x 3 x h x w ->
+B x C x h x w) into full-resolution logits by one of:
+
+- ``whole``: one forward pass over the image;
+- ``slide``: windows of `window` pixels every `stride` pixels, run `batch_size` windows
+  at a time (memory stays bounded at any image size), logits averaged where windows
+  overlap; the last window of a row or column is moved back to end on the border (as
+  in mmsegmentation), and an image smaller than the window is one window;
+- either of them at several `scales` (the image is resized, the logits resized back
+  bilinearly) and optionally on the horizontally flipped image too (the logits flipped
+  back), all averaged: DeepLabv3's multi-scale + flip evaluation.
+
+Plain PyTorch: no Lightning here, so it serves the module, scripts and notebooks alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from aspp_seg.errors import ConfigError
+
+MODES = ("whole", "slide")
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets of the windows along one axis; the last one ends on the border."""
+    if size <= window:
+        return [0]
+    count = -(-(size - window) // stride) + 1  # ceil division
+    return [min(i * stride, size - window) for i in range(count)]
+
+
+def slide_logits(
+    model: Model,
+    images: torch.Tensor,
+    *,
+    window: Sequence[int],
+    stride: Sequence[int],
+    batch_size: int = 4,
+) -> torch.Tensor:
+    """Sliding-window logits, averaged over overlapping windows.
+
+    Args:
+        model: B x 3 x h x w -> B x C x h x w logits.
+        images: B x 3 x H x W.
+        window: (height, width) of a window; clipped to the image.
+        stride: (vertical, horizontal) step between windows.
+        batch_size: windows per forward pass (over all images of the batch).
+
+    Returns:
+        B x C x H x W logits.
+    """
+    num, _, height, width = images.shape
+    win_h, win_w = min(window[0], height), min(window[1], width)
+    boxes = [
+        (top, left)
+        for top in window_starts(height, win_h, stride[0])
+        for left in window_starts(width, win_w, stride[1])
+    ]
+    logits: torch.Tensor | None = None
+    count = images.new_zeros(1, 1, height, width)
+    per_pass = max(1, batch_size // num)
+    for first in range(0, len(boxes), per_pass):
+        chunk = boxes[first : first + per_pass]
+        crops = torch.cat(
+            [images[:, :, top : top + win_h, left : left + win_w] for top, left in chunk]
+        )
+        out = model(crops)
+        if logits is None:
+            dtype = torch.promote_types(out.dtype, torch.float32)  # sum bf16 windows in fp32
+            logits = out.new_zeros(num, out.shape[1], height, width, dtype=dtype)
+        for i, (top, left) in enumerate(chunk):
+            logits[:, :, top : top + win_h, left : left + win_w] += out[i * num : (i + 1) * num]
+            count[:, :, top : top + win_h, left : left + win_w] += 1
+    assert logits is not None
+    return logits / count
+
+
+class Inference:
+    """Configured inference: ``Inference(mode="slide", window=(512, 1024))(model, images)``.
+
+    Args:
+        mode: ``whole`` or ``slide``.
+        window: (height, width) of a sliding window.
+        stride: (vertical, horizontal) step of the windows; default: 2/3 of the window.
+        scales: image scales whose logits are averaged, e.g. (0.5, 0.75, 1.0, 1.25,
+            1.5, 1.75) for DeepLabv3's multi-scale evaluation.
+        flip: also run on the horizontally flipped image(s) and average.
+        batch_size: windows per forward pass in ``slide`` mode.
+    """
+
+    def __init__(
+        self,
+        *,
+        mode: str = "whole",
+        window: Sequence[int] = (512, 1024),
+        stride: Sequence[int] | None = None,
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        batch_size: int = 4,
+    ) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"inference mode {mode!r} is not known; allowed: {MODES}")
+        if len(window) != 2 or min(window) < 1:
+            raise ConfigError(f"window={list(window)} must be two sizes >= 1 (height, width)")
+        stride = tuple(stride) if stride is not None else tuple(max(1, 2 * w // 3) for w in window)
+        if len(stride) != 2 or min(stride) < 1:
+            raise ConfigError(
+                f"stride={list(stride)} must be two steps >= 1 (vertical, horizontal)"
+            )
+        if not scales or min(scales) <= 0:
+            raise ConfigError(f"scales={list(scales)} must be one or more positive factors")
+        if batch_size < 1:
+            raise ConfigError(f"inference batch_size={batch_size} must be >= 1")
+        self.mode = mode
+        self.window = tuple(window)
+        self.stride = stride
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = flip
+        self.batch_size = batch_size
+
+    def __repr__(self) -> str:
+        return (
+            f"Inference(mode={self.mode!r}, window={self.window}, stride={self.stride}, "
+            f"scales={self.scales}, flip={self.flip}, batch_size={self.batch_size})"
+        )
+
+    @property
+    def is_plain(self) -> bool:
+        """True when this is one whole-image forward pass."""
+        return self.mode == "whole" and self.scales == (1.0,) and not self.flip
+
+    def _single(self, model: Model, images: torch.Tensor) -> torch.Tensor:
+        if self.mode == "slide":
+            return slide_logits(
+                model, images, window=self.window, stride=self.stride, batch_size=self.batch_size
+            )
+        return model(images)
+
+    def __call__(self, model: Model, images: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W images -> B x C x H x W logits (averaged over scales and flips)."""
+        if self.is_plain:
+            return model(images)
+        size = images.shape[-2:]
+        total: torch.Tensor | None = None
+        for scale in self.scales:
+            scaled = images
+            if scale != 1.0:
+                new = [max(1, round(s * scale)) for s in size]
+                scaled = F.interpolate(images, size=new, mode="bilinear", align_corners=False)
+            for flipped in (False, True) if self.flip else (False,):
+                inp = scaled.flip(-1) if flipped else scaled
+                logits = self._single(model, inp)
+                if flipped:
+                    logits = logits.flip(-1)
+                if logits.shape[-2:] != size:
+                    logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+                total = logits if total is None else total + logits
+        assert total is not None
+        return total / (len(self.scales) * (2 if self.flip else 1))
