@@ -25,6 +25,7 @@ def _tiny_args(root: Path) -> list[str]:
         "--data.init_args.num_workers", "0",
         "--model.net.init_args.channels", "16",
         "--trainer.enable_progress_bar", "false",
+        "--trainer.log_every_n_steps", "1",
     ]  # fmt: skip
 
 
