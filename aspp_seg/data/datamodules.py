@@ -1,32 +1,198 @@
-"""LightningDataModules: Cityscapes, and the synthetic demo in Cityscapes layout."""
+"""LightningDataModules: Cityscapes, the synthetic demo, CamVid and image/mask folders.
+
+All share `SegmentationDataModule`: a layout scanner per split (`scan`), the layout
+checked in ``__init__`` (before any model is built), the cheap per-file checks on
+every read, augmentation presets from `aspp_seg.data.transforms`, and evaluation
+loaders that count every image once under DDP (`UnpaddedDistributedSampler`).
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 
-from aspp_seg.data.cityscapes import CityscapesDataset, find_pairs
-from aspp_seg.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from aspp_seg.data.cityscapes import scan_split
+from aspp_seg.data.dataset import Scan, SegmentationDataset
+from aspp_seg.data.folder import load_class_table, scan_folders
+from aspp_seg.data.labels import (
+    CAMVID_CLASSES,
+    CAMVID_ENCODING,
+    CAMVID_PALETTE,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_PALETTE,
+)
+from aspp_seg.data.sampler import UnpaddedDistributedSampler
 from aspp_seg.data.synthetic import generate_demo_cityscapes, is_generated
 from aspp_seg.data.transforms import eval_transform, train_transform
+from aspp_seg.errors import ConfigError
 
 
-class CityscapesDataModule(LightningDataModule):
-    """Cityscapes fine annotations: train for fitting, val for validation and test.
+def _seed_worker(worker_id: int, *, rank: int) -> None:
+    """Gives each data worker (and each rank) its own augmentation stream.
+
+    Albumentations keeps its own random state inside the pipeline; forked workers
+    would otherwise all copy one state and draw identical crops and flips.
+    """
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed((info.seed + 1_000_003 * rank) % 2**32)
+
+
+class SegmentationDataModule(LightningDataModule):
+    """What every aspp-seg data module shares; subclasses say where a split's files are.
 
     Args:
-        root: folder holding ``leftImg8bit/`` and ``gtFine/``.
         batch_size: training images per device and step.
-        val_batch_size: images per device in validation and test.
+        val_batch_size: images per device in validation, test and predict.
         num_workers: data-loading processes per device.
         crop_size: (height, width) random training crop; None for whole images.
         image_size: (height, width) resize applied before cropping and for
-            evaluation; None keeps the files' size (the benchmark protocol).
-        augment: augmentation preset (see `aspp_seg.data.transforms.PRESETS`).
+            evaluation; None keeps the files' size.
+        augment: augmentation preset, one of `aspp_seg.data.transforms.PRESETS`.
+        scale_range: ``deeplabv3`` preset: range of the random scale.
+        cat_max_ratio: ``deeplabv3`` preset: re-draw a crop while one class covers more
+            than this share of it; 1.0 = off (0.75 is mmsegmentation's value).
+        train_split, val_split, test_split: split names for fit, validate/fit and
+            test/predict.
+    """
+
+    class_names: Sequence[str] = ()
+    palette: Sequence[tuple[int, int, int]] = ()
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 8,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        crop_size: tuple[int, int] | None = None,
+        image_size: tuple[int, int] | None = None,
+        augment: str = "none",
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        cat_max_ratio: float = 1.0,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+        self.train_split = train_split
+        self.val_split = val_split
+        self.test_split = test_split
+        self.train_tf = train_transform(
+            augment,
+            crop_size=crop_size,
+            image_size=image_size,
+            scale_range=scale_range,
+            cat_max_ratio=cat_max_ratio,
+        )
+        self.eval_tf = eval_transform(image_size=image_size)
+        self.datasets: dict[str, SegmentationDataset] = {}
+
+    # --- layout ---
+
+    def scan(self, split: str) -> Scan:
+        """The samples and layout problems of one split (`split` as configured)."""
+        raise NotImplementedError
+
+    def scan_training(self) -> Scan:
+        """The training samples (a subclass may add extra sources, e.g. coarse labels)."""
+        return self.scan(self.train_split)
+
+    def fit_splits(self) -> dict[str, Scan]:
+        """Scans of the splits that ``fit`` reads, by role."""
+        return {"train": self.scan_training(), "val": self.scan(self.val_split)}
+
+    def check_layout(self) -> None:
+        """Fails fast, before any model is built, with the first layout problem."""
+        for scan in self.fit_splits().values():
+            scan.raise_first()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # --- Lightning hooks ---
+
+    def setup(self, stage: str) -> None:
+        wanted = {
+            "fit": {"train": self.train_tf, "val": self.eval_tf},
+            "validate": {"val": self.eval_tf},
+            "test": {"test": self.eval_tf},
+            "predict": {"test": self.eval_tf},
+        }.get(stage, {})
+        for role, tf in wanted.items():
+            if role in self.datasets:
+                continue
+            if role == "train":
+                scan = self.scan_training()
+            else:
+                scan = self.scan(self.val_split if role == "val" else self.test_split)
+            dataset = SegmentationDataset(scan.raise_first(), tf)
+            if role == "train" and hasattr(tf, "set_random_seed"):
+                # Follows seed_everything when loading in the main process.
+                tf.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+            self.datasets[role] = dataset
+
+    def _loader(self, role: str, *, train: bool) -> DataLoader:
+        trainer = self._trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        sampler = None
+        if not train and world_size > 1:
+            sampler = UnpaddedDistributedSampler(
+                self.datasets[role], num_replicas=world_size, rank=rank
+            )
+        return DataLoader(
+            self.datasets[role],
+            batch_size=self.batch_size if train else self.val_batch_size,
+            shuffle=train,
+            sampler=sampler,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=True,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=functools.partial(_seed_worker, rank=rank),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+
+class CityscapesDataModule(SegmentationDataModule):
+    """Cityscapes: fine annotations (optionally + coarse), train for fitting, val for
+    validation and test.
+
+    Labels are read from ``*_gtFine_labelTrainIds.png`` where `aspp-seg
+    prepare-cityscapes` wrote them, else mapped from ``*_gtFine_labelIds.png``; a file
+    holding the other kind than its name says is named in the error.
+
+    Args:
+        root: folder holding ``leftImg8bit/`` and ``gtFine/`` (and ``gtCoarse/``).
+        train_split: ``train`` or ``trainval`` (train + val, for a test-server run).
         test_split: split used by ``aspp-seg test`` (Cityscapes' own test labels are
             withheld, so ``val`` is the default).
+        coarse: add the coarse ``train_extra`` split (gtCoarse, 19,998 frames) to training.
+        label_kind: ``auto``, ``labelTrainIds`` or ``labelIds``: which label files to
+            read (auto: labelTrainIds where present).
+        Other arguments: see `SegmentationDataModule`.
     """
 
     class_names = CITYSCAPES_CLASSES
@@ -42,59 +208,44 @@ class CityscapesDataModule(LightningDataModule):
         crop_size: tuple[int, int] | None = (513, 513),
         image_size: tuple[int, int] | None = None,
         augment: str = "none",
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        cat_max_ratio: float = 1.0,
+        train_split: str = "train",
+        val_split: str = "val",
         test_split: str = "val",
+        coarse: bool = False,
+        label_kind: str = "auto",
     ) -> None:
-        super().__init__()
+        super().__init__(
+            batch_size=batch_size,
+            val_batch_size=val_batch_size,
+            num_workers=num_workers,
+            crop_size=crop_size,
+            image_size=image_size,
+            augment=augment,
+            scale_range=scale_range,
+            cat_max_ratio=cat_max_ratio,
+            train_split=train_split,
+            val_split=val_split,
+            test_split=test_split,
+        )
         self.save_hyperparameters()
         self.root = Path(root)
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size
-        self.num_workers = num_workers
-        self.test_split = test_split
-        self.train_tf = train_transform(augment, crop_size=crop_size, image_size=image_size)
-        self.eval_tf = eval_transform(image_size=image_size)
-        self.datasets: dict[str, CityscapesDataset] = {}
+        self.coarse = coarse
+        self.label_kind = label_kind
         self.check_layout()
 
-    def check_layout(self) -> None:
-        """Fails fast, before any model is built, when the root or a split is missing."""
-        for split in ("train", "val"):
-            find_pairs(self.root, split)
+    def scan(self, split: str) -> Scan:
+        return scan_split(self.root, split, label_kind=self.label_kind)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def setup(self, stage: str) -> None:
-        wanted = {
-            "fit": {"train": self.train_tf, "val": self.eval_tf},
-            "validate": {"val": self.eval_tf},
-            "test": {self.test_split: self.eval_tf},
-            "predict": {self.test_split: self.eval_tf},
-        }.get(stage, {})
-        for split, tf in wanted.items():
-            if split not in self.datasets:
-                self.datasets[split] = CityscapesDataset(self.root, split, tf)
-
-    def _loader(self, split: str, *, train: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size if train else self.val_batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            pin_memory=True,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_split, train=False)
+    def scan_training(self) -> Scan:
+        scan = self.scan(self.train_split)
+        if self.coarse:
+            extra = scan_split(
+                self.root, "train_extra", annotation="gtCoarse", label_kind=self.label_kind
+            )
+            scan = Scan(scan.samples + extra.samples, scan.problems + extra.problems)
+        return scan
 
 
 class DemoDataModule(CityscapesDataModule):
@@ -122,6 +273,8 @@ class DemoDataModule(CityscapesDataModule):
         crop_size: tuple[int, int] | None = None,
         image_size: tuple[int, int] | None = None,
         augment: str = "none",
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        cat_max_ratio: float = 1.0,
     ) -> None:
         super().__init__(
             root,
@@ -131,6 +284,8 @@ class DemoDataModule(CityscapesDataModule):
             crop_size=crop_size,
             image_size=image_size,
             augment=augment,
+            scale_range=scale_range,
+            cat_max_ratio=cat_max_ratio,
         )
         self.generator_args = {
             "num_train": num_train,
@@ -149,5 +304,129 @@ class DemoDataModule(CityscapesDataModule):
             print(f"Generating the synthetic demo data set in {self.root} ...")
             generate_demo_cityscapes(self.root, **self.generator_args)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_split, train=False)
+
+class FolderDataModule(SegmentationDataModule):
+    """Your own data: an image folder and a mask folder per split, and a class YAML.
+
+    Masks are single-channel PNGs holding a class index per pixel, named like their
+    image (``images/x.jpg`` -> ``masks/x.png``). The class YAML (see
+    `aspp_seg.data.folder`) gives the names, an optional palette and the ignore value.
+
+    Args:
+        root: the data set folder.
+        classes: class YAML; a relative path is read from `root`.
+        image_dir: image folder of a split, ``{split}`` replaced by the split name.
+        mask_dir: mask folder of a split, likewise.
+        mask_suffix: what replaces an image's extension in its mask's name.
+        Other arguments: see `SegmentationDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        classes: str = "classes.yaml",
+        image_dir: str = "{split}/images",
+        mask_dir: str = "{split}/masks",
+        mask_suffix: str = ".png",
+        batch_size: int = 8,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        crop_size: tuple[int, int] | None = None,
+        image_size: tuple[int, int] | None = None,
+        augment: str = "none",
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        cat_max_ratio: float = 1.0,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            val_batch_size=val_batch_size,
+            num_workers=num_workers,
+            crop_size=crop_size,
+            image_size=image_size,
+            augment=augment,
+            scale_range=scale_range,
+            cat_max_ratio=cat_max_ratio,
+            train_split=train_split,
+            val_split=val_split,
+            test_split=test_split,
+        )
+        self.save_hyperparameters()
+        for name, value in (("image_dir", image_dir), ("mask_dir", mask_dir)):
+            if "{split}" not in value:
+                raise ConfigError(f"data.{name}={value!r} must contain {{split}}")
+        self.root = Path(root)
+        self.image_dir = image_dir
+        self.mask_dir = mask_dir
+        self.mask_suffix = mask_suffix
+        classes_path = Path(classes) if Path(classes).is_absolute() else self.root / classes
+        self.table = load_class_table(classes_path)
+        self.class_names = self.table.names
+        self.palette = self.table.palette
+        self.check_layout()
+
+    def scan(self, split: str) -> Scan:
+        return scan_folders(
+            self.root / self.image_dir.format(split=split),
+            self.root / self.mask_dir.format(split=split),
+            encoding=self.table.encoding,
+            mask_suffix=self.mask_suffix,
+            setting=f"data.root={self.root}",
+        )
+
+
+class CamVidDataModule(SegmentationDataModule):
+    """CamVid in the SegNet tutorial layout: ``train/ trainannot/ val/ valannot/ test/
+    testannot/``, 360x480 PNGs, 11 classes, label 11 (void) ignored.
+
+    Args:
+        root: the folder holding ``train/`` and ``trainannot/`` etc.
+        Other arguments: see `SegmentationDataModule`.
+    """
+
+    class_names = CAMVID_CLASSES
+    palette = CAMVID_PALETTE
+
+    def __init__(
+        self,
+        root: str = "../shared/data/camvid",
+        *,
+        batch_size: int = 8,
+        val_batch_size: int = 4,
+        num_workers: int = 2,
+        crop_size: tuple[int, int] | None = None,
+        image_size: tuple[int, int] | None = None,
+        augment: str = "none",
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        cat_max_ratio: float = 1.0,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            val_batch_size=val_batch_size,
+            num_workers=num_workers,
+            crop_size=crop_size,
+            image_size=image_size,
+            augment=augment,
+            scale_range=scale_range,
+            cat_max_ratio=cat_max_ratio,
+            train_split=train_split,
+            val_split=val_split,
+            test_split=test_split,
+        )
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.check_layout()
+
+    def scan(self, split: str) -> Scan:
+        return scan_folders(
+            self.root / split,
+            self.root / f"{split}annot",
+            encoding=CAMVID_ENCODING,
+            setting=f"CamVid data.root={self.root}",
+        )
