@@ -2,8 +2,24 @@
 
 from aspp_seg.models.aspp import ASPP
 from aspp_seg.models.backbone import TimmBackbone
-from aspp_seg.models.deeplab import DeepLabV3
-from aspp_seg.models.factory import MODELS, deeplabv3
-from aspp_seg.models.heads import DeepLabHead
+from aspp_seg.models.deeplab import DeepLabV3, set_output_stride
+from aspp_seg.models.factory import MODELS, deeplabv3, deeplabv3plus, segnet
+from aspp_seg.models.heads import DeepLabHead, DeepLabV3PlusHead, FCNHead
+from aspp_seg.models.port import load_torchvision_deeplabv3
+from aspp_seg.models.segnet import SegNet
 
-__all__ = ["ASPP", "MODELS", "DeepLabHead", "DeepLabV3", "TimmBackbone", "deeplabv3"]
+__all__ = [
+    "ASPP",
+    "MODELS",
+    "DeepLabHead",
+    "DeepLabV3",
+    "DeepLabV3PlusHead",
+    "FCNHead",
+    "SegNet",
+    "TimmBackbone",
+    "deeplabv3",
+    "deeplabv3plus",
+    "load_torchvision_deeplabv3",
+    "segnet",
+    "set_output_stride",
+]

@@ -1,4 +1,4 @@
-"""DeepLabV3: a backbone and a head, composed."""
+"""DeepLabV3 / DeepLabV3+: a backbone and heads, composed; output-stride switching."""
 
 from __future__ import annotations
 
@@ -6,13 +6,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aspp_seg.errors import ConfigError
+from aspp_seg.models.backbone import check_output_stride
+from aspp_seg.models.layers import fresh_classifier
+
 
 class DeepLabV3(nn.Module):
     """Backbone features -> head logits, upsampled bilinearly to the input size.
 
+    The same class composes DeepLabV3 (`DeepLabHead`) and DeepLabV3+
+    (`DeepLabV3PlusHead`): the variant is the head it is given.
+
     Args:
-        backbone: returns a list of feature maps, shallow to deep.
-        head: maps that list to B x num_classes x h x w logits.
+        backbone: returns a list of feature maps, shallow to deep; has
+            ``output_stride`` and ``set_output_stride``.
+        head: maps that list to B x num_classes x h x w logits; has ``aspp`` and
+            ``classifier``.
         aux_head: optional head on the same features, used only in training.
 
     Returns from forward: ``{"out": B x num_classes x H x W}``, plus ``"aux"`` in
@@ -26,19 +35,48 @@ class DeepLabV3(nn.Module):
         self.backbone = backbone
         self.head = head
         self.aux_head = aux_head
+        # the stride the rates were chosen for: rates scale by trained / current stride
+        self.base_output_stride = backbone.output_stride
+        self.base_rates = tuple(head.aspp.rates)
 
     @property
     def num_classes(self) -> int:
         return self.head.classifier.out_channels
 
+    @property
+    def output_stride(self) -> int:
+        return self.backbone.output_stride
+
     def reset_classifier(self, num_classes: int) -> None:
-        """Replaces the last 1x1 conv of each head with a fresh one for `num_classes`."""
+        """Replaces the last conv of each head with a fresh one for `num_classes`."""
         for head in (self.head, self.aux_head):
             if head is not None:
-                old = head.classifier
-                head.classifier = nn.Conv2d(old.in_channels, num_classes, old.kernel_size)
+                head.classifier = fresh_classifier(head.classifier, num_classes)
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Switches the backbone to `output_stride` and scales the ASPP rates with it.
+
+        The DeepLabv3 protocol: a model trained at OS16 with rates (6, 12, 18) is
+        evaluated at OS8 with rates (12, 24, 36); weights are unchanged, so switching
+        back restores the trained model exactly.
+
+        Raises:
+            ConfigError: for a stride outside 8 / 16 / 32, or when a scaled rate is
+                not an integer (or not even, for an even kernel).
+        """
+        check_output_stride(output_stride)
+        scaled = [r * self.base_output_stride / output_stride for r in self.base_rates]
+        if any(r != int(r) for r in scaled):
+            raise ConfigError(
+                f"eval_output_stride={output_stride} would scale rates "
+                f"{list(self.base_rates)} (trained at output stride "
+                f"{self.base_output_stride}) to {scaled}, which are not integers"
+            )
+        self.head.aspp.set_rates([int(r) for r in scaled])
+        self.backbone.set_output_stride(output_stride)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """B x 3 x H x W -> ``{"out": B x num_classes x H x W[, "aux": same]}``."""
         size = x.shape[-2:]
         features = self.backbone(x)
         outputs = {"out": self.head(features)}
@@ -48,3 +86,18 @@ class DeepLabV3(nn.Module):
             key: F.interpolate(value, size=size, mode="bilinear", align_corners=False)
             for key, value in outputs.items()
         }
+
+
+def set_output_stride(net: nn.Module, output_stride: int) -> None:
+    """Switches `net` to `output_stride` in place (backbone strides and dilations, ASPP
+    rates and paddings); see `DeepLabV3.set_output_stride`.
+
+    Raises:
+        ConfigError: when `net` has no output stride to change (e.g. SegNet).
+    """
+    if not hasattr(net, "set_output_stride"):
+        raise ConfigError(
+            f"eval_output_stride needs a DeepLab network; {type(net).__name__} has no "
+            "output stride to change"
+        )
+    net.set_output_stride(output_stride)

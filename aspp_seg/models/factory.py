@@ -5,6 +5,9 @@ Each builder's keyword-only signature is the config schema for `model.net` in YA
     net:
       class_path: aspp_seg.models.deeplabv3
       init_args: {backbone: resnet101, output_stride: 16, rates: [6, 12, 18]}
+
+`num_classes` defaults to Cityscapes' 19; the training module resets the classifier
+when the data set has another count.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from collections.abc import Sequence
 
 from aspp_seg.models.backbone import TimmBackbone
 from aspp_seg.models.deeplab import DeepLabV3
-from aspp_seg.models.heads import DeepLabHead
+from aspp_seg.models.heads import DeepLabHead, DeepLabV3PlusHead, FCNHead
+from aspp_seg.models.layers import norm_layer
+from aspp_seg.models.port import load_torchvision_deeplabv3, read_torchvision_weights
+from aspp_seg.models.segnet import SegNet, load_vgg16_bn_imagenet
 
 
 def deeplabv3(
@@ -22,28 +28,51 @@ def deeplabv3(
     backbone: str = "resnet101",
     pretrained: bool = True,
     output_stride: int = 16,
+    multi_grid: Sequence[int] | None = None,
     rates: Sequence[int] = (6, 12, 18),
     kernel_size: int = 3,
     channels: int = 256,
     pointwise_branch: bool = True,
     image_pooling: bool = True,
+    separable: bool = False,
     dropout: float = 0.1,
+    head_convs: int = 0,
+    aux_head: bool = False,
+    norm: str = "batch",
+    torchvision_weights: str | None = None,
 ) -> DeepLabV3:
-    """DeepLabV3 with a timm backbone and the study's ASPP head.
+    """DeepLabV3 with a timm backbone and a fully configurable ASPP head.
 
     Args:
-        num_classes: output classes (linked from ``data.num_classes`` by the CLI).
-        backbone: timm model name.
-        pretrained: load timm's ImageNet weights.
+        num_classes: output classes.
+        backbone: timm model name (any with ``features_only`` and ``output_stride``).
+        pretrained: load timm's ImageNet weights for the backbone.
         output_stride: 8, 16 or 32.
-        rates: dilations of the atrous branches, any number of them.
-        kernel_size: kernel of the atrous branches.
+        multi_grid: unit rates of the last stage's blocks, e.g. [1, 2, 4]; None: off.
+        rates: dilations of the atrous branches, any number of them (also none).
+        kernel_size: kernel of the atrous branches; even kernels need even rates.
         channels: width of every ASPP branch and of the projection.
         pointwise_branch: include ASPP's 1x1 branch.
         image_pooling: include ASPP's image-pooling branch.
-        dropout: dropout after the ASPP projection.
+        separable: depthwise-separable atrous convs.
+        dropout: dropout after the ASPP projection (torchvision: 0.5).
+        head_convs: 3x3 conv-norm-ReLU layers before the classifier (the study: 0,
+            torchvision: 1).
+        aux_head: add an FCN head on the stage before last (training only; its loss
+            weight is the module's ``aux_weight``).
+        norm: ``batch`` or ``group`` (SyncBatchNorm is applied under DDP by the module).
+        torchvision_weights: port torchvision DeepLabV3 weights: a ``.pth`` state dict
+            or a torchvision weights name (see `aspp_seg.models.port`); needs the
+            torchvision layout (resnet50/101, OS8, rates 12/24/36, head_convs 1).
     """
-    body = TimmBackbone(backbone, pretrained=pretrained, output_stride=output_stride)
+    norm_type = norm_layer(norm)
+    body = TimmBackbone(
+        backbone,
+        pretrained=pretrained and torchvision_weights is None,
+        output_stride=output_stride,
+        multi_grid=multi_grid,
+        norm_layer=norm_type,
+    )
     head = DeepLabHead(
         body.feature_info,
         num_classes,
@@ -52,10 +81,88 @@ def deeplabv3(
         channels=channels,
         pointwise_branch=pointwise_branch,
         image_pooling=image_pooling,
+        separable=separable,
         dropout=dropout,
+        head_convs=head_convs,
+        norm_layer=norm_type,
     )
-    return DeepLabV3(body, head)
+    aux = FCNHead(body.feature_info, num_classes, norm_layer=norm_type) if aux_head else None
+    net = DeepLabV3(body, head, aux)
+    if torchvision_weights is not None:
+        load_torchvision_deeplabv3(net, read_torchvision_weights(torchvision_weights))
+    return net
 
 
-MODELS = {"deeplabv3": deeplabv3}
+def deeplabv3plus(
+    *,
+    num_classes: int = 19,
+    backbone: str = "resnet101",
+    pretrained: bool = True,
+    output_stride: int = 16,
+    multi_grid: Sequence[int] | None = None,
+    rates: Sequence[int] = (6, 12, 18),
+    kernel_size: int = 3,
+    channels: int = 256,
+    pointwise_branch: bool = True,
+    image_pooling: bool = True,
+    separable: bool = False,
+    dropout: float = 0.1,
+    low_level_stride: int = 4,
+    low_level_channels: int = 48,
+    decoder_channels: int = 256,
+    aux_head: bool = False,
+    norm: str = "batch",
+) -> DeepLabV3:
+    """DeepLabV3+: the DeepLabV3 encoder plus a decoder that fuses early features.
+
+    Args:
+        low_level_stride: stride of the backbone stage fused in the decoder (4).
+        low_level_channels: width of the projected low-level features (48).
+        decoder_channels: width of the decoder's two 3x3 convs (256).
+        separable: depthwise-separable convs in ASPP and decoder (the paper's Xception
+            setting); off by default for ResNets.
+        Other arguments: see `deeplabv3`.
+    """
+    norm_type = norm_layer(norm)
+    body = TimmBackbone(
+        backbone,
+        pretrained=pretrained,
+        output_stride=output_stride,
+        multi_grid=multi_grid,
+        norm_layer=norm_type,
+    )
+    head = DeepLabV3PlusHead(
+        body.feature_info,
+        num_classes,
+        rates=rates,
+        kernel_size=kernel_size,
+        channels=channels,
+        pointwise_branch=pointwise_branch,
+        image_pooling=image_pooling,
+        separable=separable,
+        dropout=dropout,
+        low_level_stride=low_level_stride,
+        low_level_channels=low_level_channels,
+        decoder_channels=decoder_channels,
+        norm_layer=norm_type,
+    )
+    aux = FCNHead(body.feature_info, num_classes, norm_layer=norm_type) if aux_head else None
+    return DeepLabV3(body, head, aux)
+
+
+def segnet(*, num_classes: int = 19, pretrained: bool = True, norm: str = "batch") -> SegNet:
+    """SegNet with a VGG-16-BN encoder, the study's baseline.
+
+    Args:
+        num_classes: output classes.
+        pretrained: load torchvision's ImageNet VGG-16-BN weights into the encoder.
+        norm: ``batch`` or ``group``; ImageNet weights need ``batch``.
+    """
+    net = SegNet(num_classes, norm_layer=norm_layer(norm))
+    if pretrained:
+        load_vgg16_bn_imagenet(net)
+    return net
+
+
+MODELS = {"deeplabv3": deeplabv3, "deeplabv3plus": deeplabv3plus, "segnet": segnet}
 """Registry: architecture name -> builder."""
