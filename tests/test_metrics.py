@@ -109,3 +109,14 @@ def test_save_results_writes_tables_matrix_and_plot(tmp_path):
     )
     np.testing.assert_array_equal(np.load(tmp_path / "val_confusion.npy"), confusion)
     assert (tmp_path / "val_confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pair_histogram_equals_a_plain_bincount():
+    from aspp_seg.metrics import pair_histogram
+
+    rng = np.random.default_rng(1)
+    gt = rng.integers(0, 256, size=(37, 91), dtype=np.uint8)
+    pred = rng.integers(0, 256, size=gt.shape, dtype=np.uint8)
+    expected = np.zeros((256, 256), dtype=np.int64)
+    np.add.at(expected, (gt.ravel(), pred.ravel()), 1)
+    np.testing.assert_array_equal(pair_histogram(gt, pred), expected)
