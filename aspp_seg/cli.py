@@ -8,9 +8,11 @@ import sys
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
+from aspp_seg.callbacks import RunConfigCallback
 from aspp_seg.commands import discover
 from aspp_seg.errors import UserError
 from aspp_seg.module import SegmentationModule
+from aspp_seg.resume import resolve_last, restore_metrics
 
 
 class AsppSegCLI(LightningCLI):
@@ -20,6 +22,13 @@ class AsppSegCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand == "fit":  # `--ckpt_path last` finds the previous version's
+            resolve_last(self.config[self.subcommand])
+
+    def before_fit(self) -> None:
+        restore_metrics(self.trainer)  # the metrics of the run that `--ckpt_path last` resumes
+
 
 def lightning_cli(args: list[str], **kwargs) -> AsppSegCLI:
     """Runs LightningCLI on `args` with aspp-seg's model and any LightningDataModule."""
@@ -28,6 +37,7 @@ def lightning_cli(args: list[str], **kwargs) -> AsppSegCLI:
         LightningDataModule,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
+        save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
         args=args,
         **kwargs,

@@ -97,8 +97,10 @@ class SegmentationModule(LightningModule):
         return {"name": batch["name"], "pred": self(batch["image"]).argmax(1)}
 
     def _eval_epoch_end(self, stage: str, confusion: nn.Module) -> None:
-        result = scores(confusion.compute())
+        counts = confusion.compute()
         confusion.reset()
+        result = scores(counts)
+        result["confusion"] = counts.cpu()  # C x C, for callbacks (confusion plots)
         self.log(f"{stage}/mIoU", result["miou"], prog_bar=True, sync_dist=False)
         self.log(f"{stage}/pixel_acc", result["pixel_acc"], sync_dist=False)
         for name, value in zip(self.class_names, result["iou"], strict=True):
