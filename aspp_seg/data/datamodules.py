@@ -9,7 +9,9 @@ loaders that count every image once under DDP (`UnpaddedDistributedSampler`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -30,6 +32,19 @@ from aspp_seg.data.sampler import UnpaddedDistributedSampler
 from aspp_seg.data.synthetic import generate_demo_cityscapes, is_generated
 from aspp_seg.data.transforms import eval_transform, train_transform
 from aspp_seg.errors import ConfigError
+
+_CHECK_ON_INIT: ContextVar[bool] = ContextVar("check_layout_on_init", default=True)
+
+
+@contextmanager
+def layout_check_deferred() -> Iterator[None]:
+    """Data modules built inside this block do not check their layout in ``__init__``
+    (`aspp-seg check-data` builds one to list every problem, not stop at the first)."""
+    token = _CHECK_ON_INIT.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_ON_INIT.reset(token)
 
 
 def _seed_worker(worker_id: int, *, rank: int) -> None:
@@ -60,6 +75,9 @@ class SegmentationDataModule(LightningDataModule):
             than this share of it; 1.0 = off (0.75 is mmsegmentation's value).
         train_split, val_split, test_split: split names for fit, validate/fit and
             test/predict.
+        predict_source: an image file, a folder or a glob pattern for ``aspp-seg
+            predict`` (see `aspp_seg.predict`); None predicts the test split. When set,
+            no data set layout is checked.
     """
 
     class_names: Sequence[str] = ()
@@ -79,8 +97,10 @@ class SegmentationDataModule(LightningDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "test",
+        predict_source: str | None = None,
     ) -> None:
         super().__init__()
+        self.predict_source = predict_source
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
@@ -113,8 +133,14 @@ class SegmentationDataModule(LightningDataModule):
 
     def check_layout(self) -> None:
         """Fails fast, before any model is built, with the first layout problem."""
+        if self.predict_source is not None:
+            return  # predicting on given images needs no data set
         for scan in self.fit_splits().values():
             scan.raise_first()
+
+    def _check_on_init(self) -> None:
+        if _CHECK_ON_INIT.get():
+            self.check_layout()
 
     @property
     def num_classes(self) -> int:
@@ -127,7 +153,7 @@ class SegmentationDataModule(LightningDataModule):
             "fit": {"train": self.train_tf, "val": self.eval_tf},
             "validate": {"val": self.eval_tf},
             "test": {"test": self.eval_tf},
-            "predict": {"test": self.eval_tf},
+            "predict": {} if self.predict_source is not None else {"test": self.eval_tf},
         }.get(stage, {})
         for role, tf in wanted.items():
             if role in self.datasets:
@@ -173,6 +199,15 @@ class SegmentationDataModule(LightningDataModule):
         return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
+        if self.predict_source is not None:
+            from aspp_seg.predict import predict_loader
+
+            return predict_loader(
+                self.predict_source,
+                self.eval_tf,
+                batch_size=self.val_batch_size,
+                num_workers=self.num_workers,
+            )
         return self._loader("test", train=False)
 
 
@@ -213,6 +248,7 @@ class CityscapesDataModule(SegmentationDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "val",
+        predict_source: str | None = None,
         coarse: bool = False,
         label_kind: str = "auto",
     ) -> None:
@@ -228,12 +264,13 @@ class CityscapesDataModule(SegmentationDataModule):
             train_split=train_split,
             val_split=val_split,
             test_split=test_split,
+            predict_source=predict_source,
         )
         self.save_hyperparameters()
         self.root = Path(root)
         self.coarse = coarse
         self.label_kind = label_kind
-        self.check_layout()
+        self._check_on_init()
 
     def scan(self, split: str) -> Scan:
         return scan_split(self.root, split, label_kind=self.label_kind)
@@ -275,6 +312,7 @@ class DemoDataModule(CityscapesDataModule):
         augment: str = "none",
         scale_range: tuple[float, float] = (0.5, 2.0),
         cat_max_ratio: float = 1.0,
+        predict_source: str | None = None,
     ) -> None:
         super().__init__(
             root,
@@ -286,6 +324,7 @@ class DemoDataModule(CityscapesDataModule):
             augment=augment,
             scale_range=scale_range,
             cat_max_ratio=cat_max_ratio,
+            predict_source=predict_source,
         )
         self.generator_args = {
             "num_train": num_train,
@@ -300,7 +339,7 @@ class DemoDataModule(CityscapesDataModule):
             super().check_layout()
 
     def prepare_data(self) -> None:
-        if not is_generated(self.root):
+        if self.predict_source is None and not is_generated(self.root):
             print(f"Generating the synthetic demo data set in {self.root} ...")
             generate_demo_cityscapes(self.root, **self.generator_args)
 
@@ -340,6 +379,7 @@ class FolderDataModule(SegmentationDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "test",
+        predict_source: str | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -353,6 +393,7 @@ class FolderDataModule(SegmentationDataModule):
             train_split=train_split,
             val_split=val_split,
             test_split=test_split,
+            predict_source=predict_source,
         )
         self.save_hyperparameters()
         for name, value in (("image_dir", image_dir), ("mask_dir", mask_dir)):
@@ -366,7 +407,7 @@ class FolderDataModule(SegmentationDataModule):
         self.table = load_class_table(classes_path)
         self.class_names = self.table.names
         self.palette = self.table.palette
-        self.check_layout()
+        self._check_on_init()
 
     def scan(self, split: str) -> Scan:
         return scan_folders(
@@ -405,6 +446,7 @@ class CamVidDataModule(SegmentationDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "test",
+        predict_source: str | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -418,10 +460,11 @@ class CamVidDataModule(SegmentationDataModule):
             train_split=train_split,
             val_split=val_split,
             test_split=test_split,
+            predict_source=predict_source,
         )
         self.save_hyperparameters()
         self.root = Path(root)
-        self.check_layout()
+        self._check_on_init()
 
     def scan(self, split: str) -> Scan:
         return scan_folders(

@@ -1,0 +1,156 @@
+"""`aspp-seg check-data --config <yaml>`: every problem of the configured data, per file.
+
+Builds the config's data module (without its fail-fast check), scans the train, val
+and test splits it reads and decodes every file in parallel. Reports, grouped by
+problem: missing partner files, unreadable or truncated images, image/label size
+mismatch, label values outside the class table, labelIds where trainIds were expected
+(or the reverse), empty splits and missing folders. Exit status 1 when anything is
+wrong, 0 when the data is clean.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+from jsonargparse import ActionYesNo, ArgumentParser
+from tqdm import tqdm
+
+from aspp_seg.data.dataset import PROBLEM_KINDS, Problem, Sample, Scan, inspect_sample
+from aspp_seg.errors import ConfigError
+
+NAME = "check-data"
+HELP = "scan the configured data set and report every faulty file (exit 1 on problems)"
+
+SHOWN_PER_KIND = 20
+
+
+def _data_section(config: Path) -> dict:
+    if not config.is_file():
+        raise ConfigError(f"config {config} not found (--config)")
+    spec = yaml.safe_load(config.read_text()) or {}
+    data = spec.get("data") if isinstance(spec, dict) else None
+    if not isinstance(data, dict) or "class_path" not in data:
+        raise ConfigError(f"config {config} has no data: section with a class_path")
+    return data
+
+
+def build_datamodule(argv: list[str]) -> tuple[object, dict]:
+    """Parses the arguments; returns the data module (layout not yet checked) and the
+    command's own options."""
+    from aspp_seg.data.datamodules import SegmentationDataModule, layout_check_deferred
+
+    parser = ArgumentParser(prog=f"aspp-seg {NAME}", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=str, required=True, help="a fit config (YAML)")
+    parser.add_subclass_arguments(SegmentationDataModule, "data", required=True)
+    parser.add_argument(
+        "--splits",
+        type=list[str],
+        default=["train", "val", "test"],
+        help="which of the data module's splits to check (train, val, test)",
+    )
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--full",
+        action=ActionYesNo,
+        default=True,
+        help="decode every file (--no_full: layout only, the check training does at start)",
+    )
+    # The config's data section goes in first, so --data.init_args.* may override it.
+    config = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            config = Path(argv[i + 1])
+        elif arg.startswith("--config="):
+            config = Path(arg.split("=", 1)[1])
+    prefix = ["--data", yaml.safe_dump(_data_section(config))] if config is not None else []
+    args = parser.parse_args(prefix + argv)
+    for split in args.splits:
+        if split not in ("train", "val", "test"):
+            raise ConfigError(f"--splits holds {split!r}; allowed: train, val, test")
+    with layout_check_deferred():
+        datamodule = parser.instantiate_classes(args).data
+    return datamodule, {"splits": args.splits, "workers": args.workers, "full": args.full}
+
+
+def scans(datamodule, roles: list[str]) -> dict[str, Scan]:
+    """Split role -> its scan; a role that reads the same split as an earlier one is left
+    out (Cityscapes tests on val)."""
+    named = {
+        "train": (datamodule.train_split, datamodule.scan_training),
+        "val": (datamodule.val_split, lambda: datamodule.scan(datamodule.val_split)),
+        "test": (datamodule.test_split, lambda: datamodule.scan(datamodule.test_split)),
+    }
+    out, seen = {}, set()
+    for role in roles:
+        split, scan = named[role]
+        if split in seen:
+            continue
+        seen.add(split)
+        out[f"{role} ({split})" if split != role else role] = scan()
+    return out
+
+
+def inspect_all(samples: list[Sample], workers: int) -> list[Problem]:
+    """`inspect_sample` over every sample, in parallel, with a progress bar."""
+    problems: list[Problem] = []
+    bar = tqdm(total=len(samples), desc="check-data", unit="file", disable=not samples)
+    if workers <= 1 or len(samples) < 16:
+        results = map(inspect_sample, samples)
+        pool = None
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        chunk = max(1, len(samples) // (8 * workers))
+        results = pool.imap_unordered(inspect_sample, samples, chunksize=chunk)
+    try:
+        for found in results:
+            bar.update()
+            problems.extend(found)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return problems
+
+
+def report(problems: list[Problem]) -> str:
+    """Problems grouped by kind, in `PROBLEM_KINDS` order, the files of each listed."""
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for problem in problems:
+        by_kind[problem.kind].append(problem.message)
+    lines = [f"{len(problems)} problem(s):"]
+    for kind in PROBLEM_KINDS:
+        messages = sorted(set(by_kind.get(kind, [])))
+        if not messages:
+            continue
+        lines.append(f"  {kind} ({len(messages)}):")
+        lines += [f"    {m}" for m in messages[:SHOWN_PER_KIND]]
+        if len(messages) > SHOWN_PER_KIND:
+            lines.append(f"    ... and {len(messages) - SHOWN_PER_KIND} more")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    datamodule, options = build_datamodule(argv)
+    split_scans = scans(datamodule, options["splits"])
+    problems: list[Problem] = []
+    samples: dict[tuple[Path, Path], Sample] = {}
+    name = type(datamodule).__name__
+    print(f"check-data: {name} at {getattr(datamodule, 'root', '?')}")
+    for role, scan in split_scans.items():
+        print(f"  {role}: {len(scan.samples)} image/label pairs")
+        problems += scan.problems
+        for sample in scan.samples:
+            samples.setdefault((sample.image, sample.label), sample)
+    if options["full"]:
+        problems += inspect_all(list(samples.values()), options["workers"])
+    if problems:
+        print(report(problems))
+        sys.exit(1)
+    checked = "decoded and checked" if options["full"] else "paired (layout only)"
+    print(f"no problems: {len(samples)} image/label pairs {checked}")
