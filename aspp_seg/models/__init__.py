@@ -2,7 +2,7 @@
 
 from aspp_seg.models.aspp import ASPP
 from aspp_seg.models.backbone import TimmBackbone
-from aspp_seg.models.deeplab import DeepLabV3, set_output_stride
+from aspp_seg.models.deeplab import DeepLabV3, check_eval_output_stride, set_output_stride
 from aspp_seg.models.factory import MODELS, deeplabv3, deeplabv3plus, segnet
 from aspp_seg.models.heads import DeepLabHead, DeepLabV3PlusHead, FCNHead
 from aspp_seg.models.port import load_torchvision_deeplabv3
@@ -17,6 +17,7 @@ __all__ = [
     "FCNHead",
     "SegNet",
     "TimmBackbone",
+    "check_eval_output_stride",
     "deeplabv3",
     "deeplabv3plus",
     "load_torchvision_deeplabv3",

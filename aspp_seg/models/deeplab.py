@@ -8,7 +8,7 @@ from torch import nn
 
 from aspp_seg.errors import ConfigError
 from aspp_seg.models.backbone import check_output_stride
-from aspp_seg.models.layers import fresh_classifier
+from aspp_seg.models.layers import fresh_classifier, same_padding
 
 
 class DeepLabV3(nn.Module):
@@ -53,12 +53,8 @@ class DeepLabV3(nn.Module):
             if head is not None:
                 head.classifier = fresh_classifier(head.classifier, num_classes)
 
-    def set_output_stride(self, output_stride: int) -> None:
-        """Switches the backbone to `output_stride` and scales the ASPP rates with it.
-
-        The DeepLabv3 protocol: a model trained at OS16 with rates (6, 12, 18) is
-        evaluated at OS8 with rates (12, 24, 36); weights are unchanged, so switching
-        back restores the trained model exactly.
+    def rates_at(self, output_stride: int) -> list[int]:
+        """The ASPP rates at `output_stride`: the built rates scaled by built / new stride.
 
         Raises:
             ConfigError: for a stride outside 8 / 16 / 32, or when a scaled rate is
@@ -69,10 +65,22 @@ class DeepLabV3(nn.Module):
         if any(r != int(r) for r in scaled):
             raise ConfigError(
                 f"eval_output_stride={output_stride} would scale rates "
-                f"{list(self.base_rates)} (trained at output stride "
-                f"{self.base_output_stride}) to {scaled}, which are not integers"
+                f"{list(self.base_rates)} (built at output stride "
+                f"{self.base_output_stride}) to {scaled}, which are not all integers"
             )
-        self.head.aspp.set_rates([int(r) for r in scaled])
+        rates = [int(r) for r in scaled]
+        for rate in rates:
+            same_padding(self.head.aspp.kernel_size, rate, setting="eval_output_stride kernel_size")
+        return rates
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Switches the backbone to `output_stride` and scales the ASPP rates with it.
+
+        The DeepLabv3 protocol: a model trained at OS16 with rates (6, 12, 18) is
+        evaluated at OS8 with rates (12, 24, 36); weights are unchanged, so switching
+        back restores the trained model exactly. Raises as `rates_at`.
+        """
+        self.head.aspp.set_rates(self.rates_at(output_stride))
         self.backbone.set_output_stride(output_stride)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -101,3 +109,13 @@ def set_output_stride(net: nn.Module, output_stride: int) -> None:
             "output stride to change"
         )
     net.set_output_stride(output_stride)
+
+
+def check_eval_output_stride(net: nn.Module, output_stride: int) -> None:
+    """Raises ConfigError unless `net` can be switched to `output_stride`."""
+    if not hasattr(net, "rates_at"):
+        raise ConfigError(
+            f"eval_output_stride needs a DeepLab network; {type(net).__name__} has no "
+            "output stride to change (set eval_output_stride: null)"
+        )
+    net.rates_at(output_stride)

@@ -17,12 +17,17 @@ NormLayer = Callable[[int], nn.Module]
 class GroupNorm(nn.GroupNorm):
     """GroupNorm built from the channel count alone, like a BatchNorm layer.
 
-    Uses `num_groups` groups (32, as in Wu and He 2018) or the largest divisor of
-    `num_channels` below it, so narrow test-sized layers work too.
+    Uses `num_groups` groups (32, as in Wu and He 2018) or fewer where `num_channels`
+    needs it, always with at least two channels per group, so that it also normalises
+    the 1 x 1 map of the image-pooling branch at batch size 1.
     """
 
-    def __init__(self, num_channels: int, *, num_groups: int = 32) -> None:
-        super().__init__(math.gcd(num_groups, num_channels), num_channels)
+    def __init__(self, num_channels: int, *, num_groups: int = 32, **factory_kwargs) -> None:
+        groups = math.gcd(num_groups, num_channels)
+        if groups == num_channels > 1:
+            groups //= 2
+        # factory_kwargs: device / dtype, which timm passes to every norm layer
+        super().__init__(groups, num_channels, **factory_kwargs)
 
 
 NORMS: dict[str, NormLayer] = {"batch": nn.BatchNorm2d, "group": GroupNorm}

@@ -1,0 +1,199 @@
+"""`aspp-seg summary`: parameters and forward GMACs of a config's network, by part.
+
+    aspp-seg summary --config configs/dl1.yaml configs/dl2.yaml [--size H W] [--json]
+
+The network is built from ``model.net`` of each resolved config (includes, dotted
+overrides and all, exactly as ``aspp-seg fit`` reads it) with ``pretrained: false`` on
+PyTorch's meta device: no weights are allocated or downloaded, so even ResNet-101 at
+full resolution takes a second. MACs come from `torch.utils.flop_counter` (one
+multiply-add = 2 FLOPs) for one image, in training mode so that the auxiliary head
+(which runs only in training) is counted: the total counts every head, as torchvision's
+published figures do; inference costs the total minus the ``Aux`` column.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import yaml
+from jsonargparse import ArgumentParser
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from aspp_seg.errors import ConfigError
+
+NAME = "summary"
+HELP = "parameters and forward GMACs of a config's model, by part (backbone, ASPP, head, aux)"
+
+PARTS = ("backbone", "aspp", "head", "aux")
+_PART_OF = {
+    "backbone": "backbone",
+    "encoder": "backbone",
+    "aspp": "aspp",
+    "head": "head",
+    "decoder": "head",
+    "unpool": "head",
+    "classifier": "head",
+    "aux_head": "aux",
+}
+DEFAULT_SIZE = (513, 513)
+
+
+def resolved_config(path: str) -> dict:
+    """The full configuration `aspp-seg fit --config path` would run, as a dict."""
+    from aspp_seg.cli import lightning_cli
+
+    if not Path(path).is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    out = io.StringIO()
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.suppress(SystemExit),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # LightningCLI warns about our own sys.argv
+        lightning_cli(["fit", "--config", path, "--print_config"])
+    config = yaml.safe_load(out.getvalue())
+    if not isinstance(config, dict) or "model" not in config:
+        raise ConfigError(f"--config {path}: not an aspp-seg fit config")
+    return config
+
+
+def build_net(spec: dict, *, device: str | torch.device = "meta") -> nn.Module:
+    """Builds ``model.net`` (``class_path`` + ``init_args``) without pretrained weights."""
+    module_name, _, attr = spec["class_path"].rpartition(".")
+    builder = getattr(importlib.import_module(module_name), attr)
+    kwargs = dict(spec.get("init_args") or {})
+    if "pretrained" in kwargs:
+        kwargs["pretrained"] = False
+    kwargs.pop("torchvision_weights", None)
+    with torch.device(device):
+        return builder(**kwargs)
+
+
+def _part(name: str) -> str:
+    return _PART_OF.get(name, "head")
+
+
+def _split_children(net: nn.Module) -> list[tuple[str, str, nn.Module]]:
+    """(part, qualified name, module) for each top-level child, ASPP split off heads."""
+    split = []
+    for name, child in net.named_children():
+        aspp = getattr(child, "aspp", None)
+        if isinstance(aspp, nn.Module):
+            split.append(("aspp", f"{name}.aspp", aspp))
+        split.append((_part(name), name, child))
+    return split
+
+
+def count(net: nn.Module, size: Sequence[int]) -> dict:
+    """Parameters and GMACs of `net` for one 3 x H x W image, total and by part.
+
+    Returns:
+        ``{"params": {part: n, "total": n}, "gmacs": {part: g, "total": g,
+        "inference": g}}``; ``total`` GMACs include the aux head, ``inference``
+        leaves it out.
+    """
+    params = dict.fromkeys(PARTS, 0)
+    children = _split_children(net)
+    aspp_names = {qual for part, qual, _ in children if part == "aspp"}
+    for part, qual, module in children:
+        n = sum(p.numel() for p in module.parameters())
+        if part != "aspp" and f"{qual}.aspp" in aspp_names:
+            n -= sum(p.numel() for p in module.aspp.parameters())
+        params[part] += n
+    params["total"] = sum(p.numel() for p in net.parameters())
+
+    device = next(net.parameters()).device
+    counter = FlopCounterMode(display=False)
+    net.train()
+    with torch.no_grad(), counter:
+        net(torch.zeros(1, 3, *size, device=device))
+    flops = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
+    root = type(net).__name__
+    gmacs = dict.fromkeys(PARTS, 0.0)
+    for part, qual, _ in children:
+        f = flops.get(f"{root}.{qual}", 0)
+        if part != "aspp" and f"{qual}.aspp" in aspp_names:
+            f -= flops.get(f"{root}.{qual}.aspp", 0)
+        gmacs[part] += f / 2e9
+    gmacs["total"] = flops.get("Global", 0) / 2e9
+    gmacs["inference"] = gmacs["total"] - gmacs["aux"]
+    return {"params": params, "gmacs": gmacs}
+
+
+def summarize(path: str, size: Sequence[int] | None = None, num_classes: int | None = None) -> dict:
+    """`count` for the network of the config at `path`.
+
+    Args:
+        path: a YAML config.
+        size: (H, W) of the input; None: the config's ``data.init_args.crop_size``,
+            else 513 x 513.
+        num_classes: build the net for this many classes; None: the config's
+            ``model.num_classes`` (19 for Cityscapes).
+    """
+    config = resolved_config(path)
+    net_spec = dict(config["model"]["net"])
+    classes = num_classes or config["model"].get("num_classes")
+    if classes:
+        net_spec["init_args"] = {**(net_spec.get("init_args") or {}), "num_classes": classes}
+    if size is None:
+        crop = ((config.get("data") or {}).get("init_args") or {}).get("crop_size")
+        size = tuple(crop) if crop else DEFAULT_SIZE
+    if len(size) != 2 or min(size) < 1:
+        raise ConfigError(f"--size {list(size)}: give two positive integers H W")
+    net = build_net(net_spec)
+    result = count(net, size)
+    return {
+        "config": path,
+        "model": net_spec["class_path"].rpartition(".")[2],
+        "size": list(size),
+        **result,
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    """One line per config: parameters (millions) and GMACs, total and by part."""
+    head = (
+        "| Config | Model | Input | Params (M) | Backbone | ASPP | Head | Aux "
+        "| GMACs | Backbone | ASPP | Head | Aux |"
+    )
+    lines = [head, "|" + "---|" * 13]
+    for row in rows:
+        p, g = row["params"], row["gmacs"]
+        lines.append(
+            f"| {Path(row['config']).name} | {row['model']} | {row['size'][0]}x{row['size'][1]} "
+            f"| {p['total'] / 1e6:.3f} | "
+            + " | ".join(f"{p[k] / 1e6:.3f}" for k in PARTS)
+            + f" | {g['total']:.1f} | "
+            + " | ".join(f"{g[k]:.1f}" for k in PARTS)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(
+        prog="aspp-seg summary",
+        description="Parameters and forward GMACs of each config's network, by part. "
+        "GMACs count every head, the aux head (training only) included; inference "
+        "costs GMACs minus the Aux column.",
+    )
+    parser.add_argument("--config", type=str, nargs="+", required=True, help="YAML configs")
+    parser.add_argument(
+        "--size", type=int, nargs=2, default=None, help="input H W (default: the crop size)"
+    )
+    parser.add_argument(
+        "--num_classes", type=int, default=None, help="classes (default: the config's)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    rows = [summarize(path, args.size, args.num_classes) for path in args.config]
+    print(json.dumps(rows, indent=2) if args.json else markdown(rows))
