@@ -1,0 +1,161 @@
+"""The demo run with the W&B logger, offline: the run folder must hold the metrics, the
+resolved config, the per-class IoU table, the confusion matrix and the overlay images
+with their masks. Read back from disk, with no network and no W&B account."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from aspp_seg.data.labels import IGNORE_INDEX, to_train_ids
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_IMAGES = 4  # demo.yaml's SegmentationLogger: 4 images, every 4th and the last epoch
+
+
+def read_wandb_records(path: Path) -> list:
+    """Every record of a ``run-<id>.wandb`` transaction log.
+
+    The file is a LevelDB-style log (a 7-byte ``:W&B`` header, then 32 KiB blocks of
+    chunks with a 7-byte header: CRC32, length, type) of ``wandb_internal_pb2.Record``
+    protobufs. wandb >= 0.19 reads it only in its Go core, so this is the reader.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", "not a W&B transaction log"
+    block, pos, records, pending = 32768, 7, [], b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # the rest of a block too short for a header is padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk  # FULL/FIRST start anew
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def _history(records: list) -> list[dict]:
+    rows = []
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            row = {}
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                row[key] = json.loads(item.value_json)
+            rows.append(row)
+    return rows
+
+
+def _config(records: list) -> dict:
+    config = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "config":
+            for item in record.config.update:
+                config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return config
+
+
+def test_demo_run_writes_an_offline_wandb_run(tiny_cityscapes, tmp_path):
+    command = [
+        sys.executable, "-m", "aspp_seg.cli", "fit",
+        "--config", str(REPO / "configs" / "demo.yaml"),
+        "--config", str(REPO / "configs" / "logger" / "wandb.yaml"),
+        "--data.init_args.root", str(tiny_cityscapes),
+        "--data.init_args.batch_size", "4",
+        "--data.init_args.num_workers", "0",
+        "--model.net.init_args.channels", "16",
+        "--trainer.max_epochs", "2",
+        "--trainer.log_every_n_steps", "1",
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+           "WANDB_API_KEY": "", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    run = runs[0]
+    records = read_wandb_records(next(run.glob("run-*.wandb")))
+
+    # metrics: train loss and LR per step, val metrics per epoch
+    history = _history(records)
+    steps = [r["train/loss"] for r in history if "train/loss" in r]
+    assert len(steps) == 8 and all(np.isfinite(steps))  # 16 frames / batch 4 x 2 epochs
+    assert any("train/lr" in r for r in history)
+    val = [r for r in history if "val/mIoU" in r]
+    assert len(val) == 2 and any("val/IoU/road" in r for r in val)
+
+    # the same final mIoU as the local CSV table
+    with (tmp_path / "runs" / "aspp-seg" / "version_0" / "val_iou.csv").open() as f:
+        csv_miou = float(next(csv.DictReader(f))["mIoU"])
+    assert abs(100 * val[-1]["val/mIoU"] - csv_miou) < 1e-3
+
+    # the resolved config
+    config = _config(records)
+    assert config["cli"]["model"]["net"]["init_args"]["channels"] == 16
+
+    # per-class IoU table (logged at the last epoch)
+    tables = sorted((run / "files" / "media" / "table" / "val").glob("IoU_table_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[-1].read_text())
+    assert table["columns"] == ["class", "IoU (%)"]
+    rows = dict(table["data"])
+    assert abs(rows["mIoU"] - csv_miou) < 0.01 and "Road" in rows
+
+    # confusion matrix: 19 x 19 cells that count every labelled validation pixel
+    confusion = sorted(
+        (run / "files" / "media" / "table" / "val").glob("confusion_matrix_table_*.table.json")
+    )
+    cells = json.loads(confusion[-1].read_text())["data"]
+    assert len(cells) == 19 * 19
+    labelled = sum(
+        int((to_train_ids(np.asarray(Image.open(p))) != IGNORE_INDEX).sum())
+        for p in (tiny_cityscapes / "gtFine" / "val").glob("*/*_gtFine_labelIds.png")
+    )
+    assert sum(c[2] for c in cells) == labelled
+
+    # overlays: the images, and a prediction and a ground-truth mask for each
+    # (nested values come flattened: "val/overlays/count", ...)
+    overlay_rows = [r for r in history if "val/overlays/count" in r]
+    assert len(overlay_rows) == 1
+    last = overlay_rows[-1]
+    assert last["val/overlays/_type"] == "images/separated"
+    assert last["val/overlays/count"] == NUM_IMAGES
+    assert all(set(m) == {"prediction", "ground_truth"} for m in last["val/overlays/all_masks"])
+    assert len(last["val/overlays/all_masks"]) == NUM_IMAGES
+    for name in last["val/overlays/filenames"]:
+        assert (run / "files" / name).is_file()
+    # the ground-truth mask is the label map of the captioned image, in trainIds
+    caption = last["val/overlays/captions"][0]
+    label = next((tiny_cityscapes / "gtFine" / "val").glob(
+        "*/" + caption.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+    ))  # fmt: skip
+    mask_file = run / "files" / last["val/overlays/all_masks"][0]["ground_truth"]["path"]
+    mask = np.asarray(Image.open(mask_file))
+    assert np.array_equal(mask, to_train_ids(np.asarray(Image.open(label))))
+    images = list((run / "files" / "media" / "images" / "val").glob("overlays_*.png"))
+    masks = list((run / "files" / "media" / "images" / "mask" / "val").glob("*.mask.png"))
+    assert len(images) == NUM_IMAGES and len(masks) == 2 * NUM_IMAGES
+    image = np.asarray(Image.open(images[0]))
+    assert image.shape == (64, 128, 3)
