@@ -109,8 +109,9 @@ class SegmentationModule(LightningModule):
         if self.trainer.sanity_checking:
             return
         self.last_result = result
-        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
-            write_iou_table(Path(self.trainer.log_dir), f"{stage}_iou", result, self.class_names)
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
+        if self.trainer.is_global_zero and log_dir is not None:
+            write_iou_table(Path(log_dir), f"{stage}_iou", result, self.class_names)
         if self.trainer.state.fn != TrainerFn.FITTING:
             self.print_table(stage)
 

@@ -169,7 +169,7 @@ class SegmentationDataModule(LightningDataModule):
             self.datasets[role] = dataset
 
     def _loader(self, role: str, *, train: bool) -> DataLoader:
-        trainer = self._trainer
+        trainer = self.trainer
         world_size = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
         sampler = None
