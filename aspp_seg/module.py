@@ -15,7 +15,13 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 
 from aspp_seg.data.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
-from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, scores, write_iou_table
+from aspp_seg.inference import Inference
+from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, save_results, scores
+
+INFERENCE_SETTINGS = (
+    "inference", "window", "stride", "scales", "flip", "window_batch", "predict_dir",
+)  # fmt: skip
+"""Module arguments that say how to run inference, not what was trained."""
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer, int], LRScheduler]
@@ -43,6 +49,15 @@ class SegmentationModule(LightningModule):
         scheduler: called with the optimiser and the total number of training steps;
             stepped every iteration. Default: poly decay with power 0.9.
         aux_weight: weight of the auxiliary head's loss, when the net has one.
+        inference: how validate / test / predict compute logits: ``whole`` image or
+            ``slide`` (sliding window); see `aspp_seg.inference.Inference`.
+        window: (height, width) of a sliding window.
+        stride: (vertical, horizontal) window step; None: 2/3 of the window.
+        scales: image scales whose logits are averaged (multi-scale inference).
+        flip: also average the logits of the horizontally flipped image.
+        window_batch: windows per forward pass in ``slide`` mode (bounds memory).
+        predict_dir: where ``aspp-seg predict`` writes its PNGs; None:
+            ``<run folder>/predictions``.
     """
 
     def __init__(
@@ -54,9 +69,20 @@ class SegmentationModule(LightningModule):
         optimizer: OptimizerFactory = study_sgd,
         scheduler: SchedulerFactory = poly_schedule,
         aux_weight: float = 0.4,
+        inference: str = "whole",
+        window: tuple[int, int] = (512, 1024),
+        stride: tuple[int, int] | None = None,
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        window_batch: int = 4,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
+        # How to run inference is not a property of the trained weights: left out of the
+        # checkpoint's hyperparameters, which LightningCLI would otherwise apply over the
+        # command line when given --ckpt_path (so `--model.inference slide` would be lost).
+        self.save_hyperparameters(ignore=["net", *INFERENCE_SETTINGS])
+        self.predict_dir = predict_dir
         if getattr(net, "num_classes", num_classes) != num_classes:
             net.reset_classifier(num_classes)
         self.net = net
@@ -66,6 +92,14 @@ class SegmentationModule(LightningModule):
         self.val_confusion = confusion_matrix_metric(num_classes)
         self.test_confusion = confusion_matrix_metric(num_classes)
         self.last_result: dict | None = None
+        self.inference = Inference(
+            mode=inference,
+            window=window,
+            stride=stride,
+            scales=scales,
+            flip=flip,
+            batch_size=window_batch,
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W -> B x num_classes x H x W logits."""
@@ -84,7 +118,7 @@ class SegmentationModule(LightningModule):
         return loss
 
     def _eval_step(self, batch: dict, confusion: nn.Module) -> None:
-        logits = self(batch["image"])
+        logits = self.inference(self, batch["image"])
         confusion.update(logits.argmax(1), batch["mask"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -94,7 +128,29 @@ class SegmentationModule(LightningModule):
         self._eval_step(batch, self.test_confusion)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"name": batch["name"], "pred": self(batch["image"]).argmax(1)}
+        """``{"name": [str], "pred": B x H x W uint8}``, at the files' size when the batch
+        says it (``size``: the images of a batch share one size)."""
+        logits = self.inference(self, batch["image"])
+        if "size" in batch and tuple(batch["size"][0].tolist()) != tuple(logits.shape[-2:]):
+            size = tuple(batch["size"][0].tolist())
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return {"name": batch["name"], "pred": logits.argmax(1).to(torch.uint8)}
+
+    def configure_callbacks(self) -> list:
+        """When predicting without a prediction writer, adds one (`aspp_seg.predict`)."""
+        from lightning.pytorch.callbacks import BasePredictionWriter
+
+        from aspp_seg.predict import PredictionWriter
+
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != TrainerFn.PREDICTING:
+            return []
+        if any(isinstance(cb, BasePredictionWriter) for cb in trainer.callbacks):
+            return []
+        folder = self.predict_dir
+        if folder is None:
+            folder = str(Path(trainer.log_dir or ".") / "predictions")
+        return [PredictionWriter(folder, class_names=self.class_names)]
 
     def _eval_epoch_end(self, stage: str, confusion: nn.Module) -> None:
         counts = confusion.compute()
@@ -109,9 +165,10 @@ class SegmentationModule(LightningModule):
         if self.trainer.sanity_checking:
             return
         self.last_result = result
-        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
-        if self.trainer.is_global_zero and log_dir is not None:
-            write_iou_table(Path(log_dir), f"{stage}_iou", result, self.class_names)
+        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
+            save_results(
+                Path(self.trainer.log_dir), f"{stage}_iou", result, counts, self.class_names
+            )
         if self.trainer.state.fn != TrainerFn.FITTING:
             self.print_table(stage)
 

@@ -119,3 +119,36 @@ def test_multiscale_averages_resized_logits(tiny_net):
 def test_bad_settings_are_config_errors(kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
         Inference(**kwargs)
+
+
+def _module(**kwargs):
+    from aspp_seg.module import SegmentationModule
+
+    torch.manual_seed(0)
+    net = deeplabv3(num_classes=5, backbone="resnet18", pretrained=False, output_stride=8,
+                    rates=(1, 2), channels=16)  # fmt: skip
+    return SegmentationModule(net, num_classes=5, class_names=list("abcde"), **kwargs).eval()
+
+
+@torch.no_grad()
+def test_module_evaluates_with_the_configured_mode():
+    batch = {"image": torch.randn(2, 3, 64, 96), "mask": torch.randint(0, 5, (2, 64, 96))}
+    whole = _module()
+    slide = _module(inference="slide", window=(64, 96), stride=(32, 48), flip=False)
+    slide.load_state_dict(whole.state_dict())
+    assert slide.inference.mode == "slide" and whole.inference.is_plain
+    whole._eval_step(batch, whole.val_confusion)
+    slide._eval_step(batch, slide.val_confusion)
+    assert torch.equal(whole.val_confusion.compute(), slide.val_confusion.compute())
+    # inference settings stay out of the checkpoint's hyperparameters, so that the
+    # command line's --model.inference wins over them when loading with --ckpt_path
+    assert "inference" not in slide.hparams and "num_classes" in slide.hparams
+
+
+@torch.no_grad()
+def test_predict_step_returns_labels_at_the_file_size():
+    module = _module(scales=(1.0, 0.5), flip=True)
+    batch = {"image": torch.randn(2, 3, 32, 48), "name": ["a", "b"],
+             "size": torch.tensor([[64, 96], [64, 96]])}  # fmt: skip
+    out = module.predict_step(batch, 0)
+    assert out["pred"].shape == (2, 64, 96) and out["pred"].dtype == torch.uint8

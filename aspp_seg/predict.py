@@ -1,0 +1,264 @@
+"""Prediction on any images: a source (file, folder or glob) and a writer of results.
+
+    aspp-seg predict --config configs/demo.yaml \\
+        --ckpt_path runs/demo/version_0/checkpoints/last.ckpt \\
+        --data.init_args.predict_source "photos/*.jpg" --model.predict_dir out/
+
+`image_source` lists the images, `ImageSource` reads them (with the data module's
+evaluation transform), `SizeBatchSampler` batches images of one size together, so a
+folder of mixed sizes needs no padding. `PredictionWriter` writes per image:
+
+- ``trainIds/<name>.png``: the predicted class per pixel (0..C-1);
+- ``labelIds/<name>.png``: Cityscapes labelIds, the test-server format (only for the
+  Cityscapes classes; ``*_leftImg8bit.png`` keeps its name, as the server expects);
+- ``color/<name>.png``: the classes in the data set's palette;
+- ``overlay/<name>.png``: the colours blended over the input image.
+
+``<name>`` is the image's path relative to the source folder (or glob base), with a
+``.png`` extension.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from aspp_seg.data.io import read_rgb
+from aspp_seg.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, TRAIN_ID_TO_LABEL_ID
+from aspp_seg.errors import DataError
+from aspp_seg.visualize import colorize, overlay
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+OUTPUTS = ("trainIds", "labelIds", "color", "overlay")
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def image_source(source: str | Path) -> list[tuple[Path, str]]:
+    """The images of a file, a folder (searched recursively) or a glob pattern.
+
+    Returns:
+        (path, name) per image, sorted; the name is the path relative to the folder or
+        to the glob's fixed leading part, used for the output files.
+
+    Raises:
+        DataError: naming the source when it holds no image.
+    """
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if not _is_image(path):
+            raise DataError(
+                f"predict source {path} is not an image ({', '.join(IMAGE_EXTENSIONS)})"
+            )
+        return [(path, path.name)]
+    if path.is_dir():
+        base, found = path, sorted(p for p in path.rglob("*") if _is_image(p))
+    elif glob.has_magic(text):
+        fixed = [part for part in Path(text).parts if not glob.has_magic(part)]
+        prefix = Path(text).parts[: len(fixed)] if fixed else ()
+        base = Path(*prefix) if prefix and Path(*prefix).is_dir() else Path(".")
+        found = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
+        found = [p for p in found if _is_image(p)]
+    else:
+        raise DataError(f"predict source {text} is neither a file, a folder nor a glob pattern")
+    if not found:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in predict source {text}")
+    return [
+        (p, p.relative_to(base).as_posix() if p.is_relative_to(base) else p.name) for p in found
+    ]
+
+
+class ImageSource(Dataset):
+    """Images without labels, for prediction.
+
+    Args:
+        source: a file, a folder or a glob pattern (see `image_source`).
+        transform: albumentations pipeline ending in ToTensorV2 (the evaluation one).
+
+    Items: ``{"image": 3 x h x w float, "name": str, "path": str, "size": int64[2]
+    (the file's H, W)}``.
+    """
+
+    def __init__(self, source: str | Path, transform: Callable[..., dict]) -> None:
+        self.files = image_source(source)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(height, width) read from the file header only."""
+        with Image.open(self.files[index][0]) as image:
+            return image.height, image.width
+
+    def __getitem__(self, index: int) -> dict:
+        path, name = self.files[index]
+        image = read_rgb(path)
+        return {
+            "image": self.transform(image=image)["image"],
+            "name": name,
+            "path": str(path),
+            "size": torch.tensor(image.shape[:2]),
+        }
+
+
+class SizeBatchSampler(Sampler[list[int]]):
+    """Batches of up to `batch_size` indices whose images share one size, in order.
+
+    Args:
+        sizes: (height, width) of each item.
+        batch_size: items per batch.
+    """
+
+    def __init__(self, sizes: Sequence[tuple[int, int]], batch_size: int) -> None:
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, size in enumerate(sizes):
+            groups[tuple(size)].append(index)
+        self.batches = [
+            indices[i : i + batch_size]
+            for indices in groups.values()
+            for i in range(0, len(indices), batch_size)
+        ]
+        self.batches.sort(key=lambda batch: batch[0])
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def predict_loader(
+    source: str | Path, transform: Callable[..., dict], *, batch_size: int = 1, num_workers: int = 0
+) -> DataLoader:
+    """A DataLoader over `source`, batching equal-sized images together."""
+    dataset = ImageSource(source, transform)
+    sizes = [dataset.image_size(i) for i in range(len(dataset))]
+    return DataLoader(
+        dataset,
+        batch_sampler=SizeBatchSampler(sizes, batch_size),
+        num_workers=num_workers,
+        persistent_workers=False,
+    )
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), array):
+        raise DataError(f"cannot write {path}")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes each predicted label map as trainId, labelId, colour and overlay PNGs.
+
+    Attached automatically by ``aspp-seg predict`` (see `SegmentationModule`); may also be
+    listed in ``trainer.callbacks`` to choose its settings.
+
+    Args:
+        output_dir: folder for the ``trainIds/``, ``labelIds/``, ``color/`` and
+            ``overlay/`` subfolders.
+        palette: RGB per class; None: the data module's ``palette``, else Cityscapes'.
+        class_names: None: the module's; decides whether labelIds are written.
+        outputs: which of ``trainIds``, ``labelIds``, ``color``, ``overlay`` to write.
+        alpha: weight of the colours in the overlay.
+        keep_predictions: also keep every prediction in memory for `Trainer.predict`'s
+            return value; off by default, since the files hold them and a large folder
+            of full-size label maps would not fit.
+    """
+
+    def __init__(
+        self,
+        output_dir: str = "predictions",
+        *,
+        palette: Sequence[Sequence[int]] | None = None,
+        class_names: Sequence[str] | None = None,
+        outputs: Sequence[str] = OUTPUTS,
+        alpha: float = 0.5,
+        keep_predictions: bool = False,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        unknown = set(outputs) - set(OUTPUTS)
+        if unknown:
+            raise DataError(f"unknown prediction outputs {sorted(unknown)}; allowed: {OUTPUTS}")
+        self.output_dir = Path(output_dir)
+        self.palette = palette
+        self.class_names = class_names
+        self.outputs = tuple(outputs)
+        self.alpha = alpha
+        self.keep_predictions = keep_predictions
+        self.written = 0
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        if not self.keep_predictions:
+            trainer.predict_loop.return_predictions = False
+
+    def _palette(self, trainer) -> Sequence[Sequence[int]]:
+        if self.palette is not None:
+            return self.palette
+        palette = getattr(trainer.datamodule, "palette", None) if trainer is not None else None
+        return palette if palette else CITYSCAPES_PALETTE
+
+    def write_image(
+        self,
+        name: str,
+        pred: np.ndarray,
+        *,
+        image_path: str | None = None,
+        palette: Sequence[Sequence[int]] = CITYSCAPES_PALETTE,
+        label_ids: bool = True,
+    ) -> list[Path]:
+        """Writes the outputs for one H x W uint8 prediction; returns their paths."""
+        rel = Path(name).with_suffix(".png")
+        written = []
+        if "trainIds" in self.outputs:
+            written.append(self.output_dir / "trainIds" / rel)
+            _write_png(written[-1], pred)
+        if "labelIds" in self.outputs and label_ids:
+            written.append(self.output_dir / "labelIds" / rel)
+            _write_png(written[-1], TRAIN_ID_TO_LABEL_ID[pred])
+        if "color" in self.outputs:
+            written.append(self.output_dir / "color" / rel)
+            _write_png(written[-1], colorize(pred, palette))
+        if "overlay" in self.outputs and image_path is not None:
+            image = read_rgb(image_path)
+            if image.shape[:2] == pred.shape:
+                written.append(self.output_dir / "overlay" / rel)
+                _write_png(written[-1], overlay(image, pred, palette, alpha=self.alpha))
+        return written
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ) -> None:
+        names = self.class_names or getattr(pl_module, "class_names", CITYSCAPES_CLASSES)
+        label_ids = tuple(names) == CITYSCAPES_CLASSES
+        palette = self._palette(trainer)
+        preds = prediction["pred"].to(torch.uint8).cpu().numpy()
+        paths = batch.get("path") if isinstance(batch, dict) else None
+        for i, name in enumerate(prediction["name"]):
+            self.write_image(
+                name,
+                preds[i],
+                image_path=paths[i] if paths is not None else None,
+                palette=palette,
+                label_ids=label_ids,
+            )
+            self.written += 1
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            print(f"aspp-seg: wrote predictions of {self.written} images to {self.output_dir}")
