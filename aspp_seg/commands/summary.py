@@ -78,37 +78,28 @@ def build_net(spec: dict, *, device: str | torch.device = "meta") -> nn.Module:
         return builder(**kwargs)
 
 
-def _part(name: str) -> str:
-    return _PART_OF.get(name, "head")
-
-
-def _split_children(net: nn.Module) -> list[tuple[str, str, nn.Module]]:
-    """(part, qualified name, module) for each top-level child, ASPP split off heads."""
-    split = []
-    for name, child in net.named_children():
-        aspp = getattr(child, "aspp", None)
-        if isinstance(aspp, nn.Module):
-            split.append(("aspp", f"{name}.aspp", aspp))
-        split.append((_part(name), name, child))
-    return split
+def part_of(name: str) -> str:
+    """The part (one of `PARTS`) that the module with qualified `name` belongs to."""
+    if name == "aspp" or ".aspp." in f".{name}.":
+        return "aspp"
+    return _PART_OF.get(name.split(".")[0], "head")
 
 
 def count(net: nn.Module, size: Sequence[int]) -> dict:
     """Parameters and GMACs of `net` for one 3 x H x W image, total and by part.
+
+    Every leaf module is assigned to a part by its name (`part_of`), so the figures do
+    not depend on how a forward pass walks its containers.
 
     Returns:
         ``{"params": {part: n, "total": n}, "gmacs": {part: g, "total": g,
         "inference": g}}``; ``total`` GMACs include the aux head, ``inference``
         leaves it out.
     """
+    leaves = [(n, m) for n, m in net.named_modules() if n and not list(m.children())]
     params = dict.fromkeys(PARTS, 0)
-    children = _split_children(net)
-    aspp_names = {qual for part, qual, _ in children if part == "aspp"}
-    for part, qual, module in children:
-        n = sum(p.numel() for p in module.parameters())
-        if part != "aspp" and f"{qual}.aspp" in aspp_names:
-            n -= sum(p.numel() for p in module.aspp.parameters())
-        params[part] += n
+    for name, module in leaves:
+        params[part_of(name)] += sum(p.numel() for p in module.parameters())
     params["total"] = sum(p.numel() for p in net.parameters())
 
     device = next(net.parameters()).device
@@ -119,11 +110,8 @@ def count(net: nn.Module, size: Sequence[int]) -> dict:
     flops = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
     root = type(net).__name__
     gmacs = dict.fromkeys(PARTS, 0.0)
-    for part, qual, _ in children:
-        f = flops.get(f"{root}.{qual}", 0)
-        if part != "aspp" and f"{qual}.aspp" in aspp_names:
-            f -= flops.get(f"{root}.{qual}.aspp", 0)
-        gmacs[part] += f / 2e9
+    for name, _ in leaves:
+        gmacs[part_of(name)] += flops.get(f"{root}.{name}", 0) / 2e9
     gmacs["total"] = flops.get("Global", 0) / 2e9
     gmacs["inference"] = gmacs["total"] - gmacs["aux"]
     return {"params": params, "gmacs": gmacs}
