@@ -12,3 +12,24 @@ def tiny_cityscapes(tmp_path_factory):
     """A synthetic data set in the Cityscapes layout: 16 train and 8 val 64x128 frames."""
     root = tmp_path_factory.mktemp("cityscapes")
     return generate_demo_cityscapes(root, num_train=16, num_val=8, height=64, width=128, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_cityscapes, tmp_path_factory):
+    """A real `aspp-seg fit` checkpoint (demo config, 16 ASPP channels, two steps on
+    `tiny_cityscapes`), with the run's config.yaml beside it. Used by predict / export."""
+    from pathlib import Path
+
+    from aspp_seg.cli import main
+
+    work = tmp_path_factory.mktemp("tiny_run")
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    main(["fit", "--config", str(demo), "--data.init_args.root", str(tiny_cityscapes),
+          "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
+          "--model.net.init_args.channels", "16", "--trainer.enable_progress_bar", "false",
+          "--trainer.callbacks", "[]", "--trainer.max_steps", "2",
+          "--trainer.limit_val_batches", "0", "--trainer.logger", "false",
+          "--trainer.default_root_dir", str(work)])  # fmt: skip
+    checkpoints = sorted(work.rglob("*.ckpt"))
+    assert checkpoints, f"no checkpoint under {work}"
+    return checkpoints[-1]

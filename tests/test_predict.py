@@ -30,18 +30,6 @@ def _args(root: Path) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_cityscapes, tmp_path_factory):
-    """A checkpoint of the demo model after two training steps."""
-    work = tmp_path_factory.mktemp("predict_run")
-    main(["fit", *_args(tiny_cityscapes), "--trainer.max_steps", "2",
-          "--trainer.limit_val_batches", "0", "--trainer.logger", "false",
-          "--trainer.default_root_dir", str(work)])  # fmt: skip
-    checkpoints = sorted(work.rglob("*.ckpt"))
-    assert checkpoints
-    return checkpoints[-1]
-
-
 def _read(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     assert image is not None, path
