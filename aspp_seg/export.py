@@ -12,6 +12,7 @@ brings its own weights, and benchmarks need none.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,14 +62,16 @@ def _model_config(config: str | Path, overrides: Sequence[str] = ()) -> Namespac
 
     if not Path(config).is_file():
         raise ConfigError(f"config file {config} not found")
-    cli = _ParseOnly(
-        SegmentationModule,
-        LightningDataModule,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        save_config_callback=None,
-        args=["fit", "--config", str(config), *overrides],
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LightningCLI warns about our own sys.argv
+        cli = _ParseOnly(
+            SegmentationModule,
+            LightningDataModule,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            save_config_callback=None,
+            args=["fit", "--config", str(config), *overrides],
+        )
     return cli.config.fit.model
 
 
