@@ -10,7 +10,7 @@ the study's published row and the difference:
     python -m experiments.table1 --configs dl1 dl2 --data demo --budget tiny
                                                       # end to end on a CPU in a minute
 
-Everything lands in ``--out`` (default ``experiments/results``): ``runs/<config>/fit``
+Everything lands in ``--out`` (default ``runs/table1``): ``runs/<config>/fit``
 (the training run, checkpoints, metrics), ``runs/<config>/eval/{train,val}_iou.csv``,
 ``table1.md``, ``table2.md`` and ``results.json``. Running the same command again
 resumes unfinished trainings (``--ckpt_path last``) and reuses finished evaluations;
@@ -326,7 +326,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--budget", type=str, default="full",
                         help="'full' (the configs' schedules), 'tiny' (a CPU smoke test) or "
                         "a number of training steps")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=REPO / "experiments" / "results",
+    parser.add_argument("--out", type=Path, default=Path("runs") / "table1",
                         help="folder for the runs and the tables")  # fmt: skip
     parser.add_argument(
         "--collect",
