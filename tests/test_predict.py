@@ -98,3 +98,20 @@ def test_colorize_and_overlay():
     blended = overlay(image, labels, alpha=0.5)
     assert tuple(blended[1, 0]) == (100, 100, 100)  # ignored: the image shows through
     assert tuple(blended[0, 0]) == tuple((np.array(CITYSCAPES_PALETTE[0]) + 100 + 1) // 2)
+
+
+def test_validate_with_sliding_windows_writes_the_run_results(
+    tiny_cityscapes, tiny_checkpoint, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    main(["validate", *_args(tiny_cityscapes), "--ckpt_path", str(tiny_checkpoint),
+          "--trainer.limit_val_batches", "1", "--model.inference", "slide",
+          "--model.window", "[64, 64]", "--model.flip", "true"])  # fmt: skip
+    run = tmp_path / "runs" / "demo" / "version_0"
+    confusion = np.load(run / "val_iou_confusion.npy")
+    assert confusion.shape == (19, 19)
+    assert 0.5 < confusion.sum() / (8 * 64 * 128) <= 1  # one batch of 8, minus ignored pixels
+    assert (run / "val_iou_confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "val_iou.md").read_text().startswith("| Road |")
+    saved = (run / "config.yaml").read_text()
+    assert "inference: slide" in saved and "flip: true" in saved

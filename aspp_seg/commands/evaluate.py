@@ -29,6 +29,7 @@ import numpy as np
 from jsonargparse import ArgumentParser
 
 from aspp_seg.data.labels import (
+    CAMVID_CLASSES,
     CITYSCAPES_CLASSES,
     IGNORE_INDEX,
     LABEL_ID_TO_TRAIN_ID,
@@ -40,11 +41,6 @@ from aspp_seg.metrics import iou_markdown, pair_histogram, reduce_histogram, sav
 NAME = "evaluate"
 HELP = "score a folder of predicted label maps against ground truth (no model needed)"
 
-CAMVID_CLASSES = (
-    "sky", "building", "pole", "road", "pavement", "tree", "sign/symbol", "fence", "car",
-    "pedestrian", "bicyclist",
-)  # fmt: skip
-"""CamVid's 11 evaluated classes (label 11 is void), the SegNet tutorial's order."""
 
 _STRIP_SUFFIXES = (
     "_gtFine_labelTrainIds", "_gtFine_labelIds", "_labelTrainIds", "_labelIds", "_trainIds",
