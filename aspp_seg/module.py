@@ -14,6 +14,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 
+from aspp_seg import models
 from aspp_seg.data.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
 from aspp_seg.inference import Inference
 from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, save_results, scores
@@ -49,6 +50,9 @@ class SegmentationModule(LightningModule):
         scheduler: called with the optimiser and the total number of training steps;
             stepped every iteration. Default: poly decay with power 0.9.
         aux_weight: weight of the auxiliary head's loss, when the net has one.
+        eval_output_stride: output stride for validate / test / predict (the DeepLabv3
+            protocol: train at 16, evaluate at 8 with the ASPP rates doubled); None keeps
+            the trained stride. Training always runs at the net's own stride.
         inference: how validate / test / predict compute logits: ``whole`` image or
             ``slide`` (sliding window); see `aspp_seg.inference.Inference`.
         window: (height, width) of a sliding window.
@@ -69,6 +73,7 @@ class SegmentationModule(LightningModule):
         optimizer: OptimizerFactory = study_sgd,
         scheduler: SchedulerFactory = poly_schedule,
         aux_weight: float = 0.4,
+        eval_output_stride: int | None = None,
         inference: str = "whole",
         window: tuple[int, int] = (512, 1024),
         stride: tuple[int, int] | None = None,
@@ -85,6 +90,8 @@ class SegmentationModule(LightningModule):
         self.predict_dir = predict_dir
         if getattr(net, "num_classes", num_classes) != num_classes:
             net.reset_classifier(num_classes)
+        if eval_output_stride is not None:
+            models.check_eval_output_stride(net, eval_output_stride)
         self.net = net
         self.class_names = list(class_names)
         self.optimizer_factory = optimizer
@@ -104,6 +111,33 @@ class SegmentationModule(LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W -> B x num_classes x H x W logits."""
         return self.net(images)["out"]
+
+    def _eval_stride(self, evaluating: bool) -> None:
+        """Switches the net to ``eval_output_stride`` for evaluation, and back for training."""
+        stride = self.hparams.get("eval_output_stride")
+        if stride is not None:
+            trained = self.net.base_output_stride
+            models.set_output_stride(self.net, stride if evaluating else trained)
+
+    def on_validation_model_eval(self) -> None:
+        super().on_validation_model_eval()
+        self._eval_stride(True)
+
+    def on_validation_model_train(self) -> None:
+        self._eval_stride(False)
+        super().on_validation_model_train()
+
+    def on_test_model_eval(self) -> None:
+        super().on_test_model_eval()
+        self._eval_stride(True)
+
+    def on_test_model_train(self) -> None:
+        self._eval_stride(False)
+        super().on_test_model_train()
+
+    def on_predict_model_eval(self) -> None:
+        super().on_predict_model_eval()
+        self._eval_stride(True)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         outputs = self.net(batch["image"])

@@ -1,8 +1,27 @@
+"""Models on tiny CPU inputs: shapes, NaNs, backward, batch size 1, every ASPP axis,
+output-stride switching, multi-grid, DeepLabV3+, SegNet, and the one-line errors."""
+
+from __future__ import annotations
+
 import pytest
 import torch
+from torch import nn
 
 from aspp_seg.errors import ConfigError
-from aspp_seg.models import ASPP, TimmBackbone, deeplabv3
+from aspp_seg.models import (
+    ASPP,
+    MODELS,
+    SegNet,
+    TimmBackbone,
+    check_eval_output_stride,
+    deeplabv3,
+    deeplabv3plus,
+    segnet,
+    set_output_stride,
+)
+from aspp_seg.models.layers import GroupNorm, PoolingBatchNorm2d
+
+TINY = {"backbone": "resnet18", "pretrained": False, "channels": 16}
 
 
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
@@ -17,46 +36,213 @@ def test_backbone_reduction_and_channels(output_stride):
 
 
 def test_backbone_rejects_bad_settings():
-    with pytest.raises(ConfigError, match="output_stride=12"):
+    with pytest.raises(ConfigError, match=r"output_stride=12 .*allowed: \(8, 16, 32\)"):
         TimmBackbone("resnet18", pretrained=False, output_stride=12)
     with pytest.raises(ConfigError, match="not a timm model"):
         TimmBackbone("resnet_nope", pretrained=False)
+    with pytest.raises(ConfigError, match=r"multi_grid=\[1, 2, 4\] .* 2 blocks"):
+        TimmBackbone("resnet18", pretrained=False, multi_grid=[1, 2, 4])
+    with pytest.raises(ConfigError, match=r"norm='layer' .*allowed: \('batch', 'group'\)"):
+        deeplabv3(**TINY, norm="layer")
 
 
-@pytest.mark.parametrize("rates", [[], [6], [6, 12, 18], [6, 12, 18, 24], [3, 6, 9, 12, 15]])
-@pytest.mark.parametrize("kernel_size", [1, 3, 4])
-def test_aspp_keeps_size_for_any_rates(rates, kernel_size):
+@pytest.mark.parametrize(
+    "rates", [[], [6], [6, 12], [6, 12, 18], [6, 12, 18, 24], [3, 6, 9, 12, 15]]
+)
+@pytest.mark.parametrize("kernel_size", [1, 3, 4, 5])
+@pytest.mark.parametrize("image_pooling", [True, False])
+def test_aspp_keeps_size_for_any_rates(rates, kernel_size, image_pooling):
     rates = [2 * r for r in rates] if kernel_size % 2 == 0 else rates
-    aspp = ASPP(32, rates=rates, kernel_size=kernel_size, channels=16)
-    assert len(aspp.branches) == len(rates) + 2
-    assert aspp.project[0][0].in_channels == 16 * (len(rates) + 2)
-    out = aspp(torch.randn(2, 32, 9, 11))
-    assert out.shape == (2, 16, 9, 11)
-
-
-def test_aspp_even_kernel_with_odd_rate_is_rejected():
-    with pytest.raises(ConfigError, match="kernel_size=4 with rate 3"):
-        ASPP(8, rates=[3], kernel_size=4)
-
-
-@pytest.mark.parametrize("output_stride", [8, 16])
-@pytest.mark.parametrize("size", [(64, 128), (97, 131)])
-def test_deeplabv3_logits_at_input_size(output_stride, size):
-    net = deeplabv3(
-        num_classes=5,
-        backbone="resnet18",
-        pretrained=False,
-        output_stride=output_stride,
-        channels=16,
-    )
-    out = net(torch.randn(2, 3, *size))["out"]
-    assert out.shape == (2, 5, *size)
+    aspp = ASPP(32, rates=rates, kernel_size=kernel_size, channels=8, image_pooling=image_pooling)
+    branches = len(rates) + 1 + image_pooling
+    assert len(aspp.branches) == branches
+    assert aspp.project[0][0].in_channels == 8 * branches
+    for branch, rate in zip(aspp.atrous_branches, rates, strict=True):
+        conv = branch.spatial_conv
+        assert conv.kernel_size == (kernel_size, kernel_size)
+        assert conv.dilation == (rate, rate)
+    x = torch.randn(2, 32, 9, 11, requires_grad=True)
+    out = aspp(x)
+    assert out.shape == (2, 8, 9, 11)
     assert torch.isfinite(out).all()
     out.mean().backward()
+    assert x.grad is not None
+
+
+@pytest.mark.parametrize("separable", [True, False])
+@pytest.mark.parametrize("pointwise_branch", [True, False])
+def test_aspp_separable_and_pointwise(separable, pointwise_branch):
+    aspp = ASPP(
+        16, rates=[2, 4], channels=8, separable=separable, pointwise_branch=pointwise_branch
+    )
+    depthwise = aspp.atrous_branches[0].spatial_conv
+    assert depthwise.groups == (16 if separable else 1)
+    assert len(aspp.branches) == 2 + 1 + pointwise_branch
+    assert aspp(torch.randn(1, 16, 7, 5)).shape == (1, 8, 7, 5)
+
+
+def test_aspp_invalid_settings_are_one_line():
+    with pytest.raises(ConfigError, match="kernel_size=4 with rate 3") as info:
+        ASPP(8, rates=[3], kernel_size=4)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="ASPP has no branch"):
+        ASPP(8, rates=[], pointwise_branch=False, image_pooling=False)
+    with pytest.raises(ConfigError, match=r"rates=\[0, 6\] must all be >= 1"):
+        ASPP(8, rates=[0, 6])
+    with pytest.raises(ConfigError, match="kernel_size=4 with rate 9"):
+        deeplabv3(**TINY, kernel_size=4, rates=[8, 9])
+
+
+@pytest.mark.parametrize(
+    ("output_stride", "size", "aux_head"),
+    [(8, (45, 61), True), (16, (64, 96), False), (16, (45, 61), True), (32, (45, 61), False)],
+)
+def test_deeplabv3_logits_at_input_size(output_stride, size, aux_head):
+    net = deeplabv3(num_classes=5, output_stride=output_stride, aux_head=aux_head, **TINY)
+    net.train()
+    outputs = net(torch.randn(2, 3, *size))
+    assert set(outputs) == ({"out", "aux"} if aux_head else {"out"})
+    for value in outputs.values():
+        assert value.shape == (2, 5, *size)
+        assert torch.isfinite(value).all()
+    sum(v.mean() for v in outputs.values()).backward()
+    net.eval()
+    assert set(net(torch.randn(1, 3, 33, 35))) == {"out"}  # aux only in training
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_batch_size_one_trains(norm):
+    net = deeplabv3(num_classes=3, norm=norm, aux_head=True, **TINY).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    before = [p.detach().clone() for p in net.head.parameters()]
+    outputs = net(torch.randn(1, 3, 49, 49))
+    loss = sum(
+        nn.functional.cross_entropy(v, torch.zeros(1, 49, 49).long()) for v in outputs.values()
+    )
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.head.parameters(), strict=True))
+    pooling_norm = net.head.aspp.branches[-1].conv[1]
+    assert isinstance(pooling_norm, PoolingBatchNorm2d if norm == "batch" else GroupNorm)
+
+
+def test_pooling_batchnorm_at_batch_one_uses_running_stats():
+    norm = PoolingBatchNorm2d(4).train()
+    norm.running_mean.fill_(1.0)
+    norm.running_var.fill_(4.0)
+    x = torch.full((1, 4, 1, 1), 3.0)
+    assert torch.allclose(norm(x), torch.ones_like(x), atol=1e-4)  # (3 - 1) / sqrt(4)
+    assert torch.equal(norm.running_mean, torch.ones(4))  # stats left alone
+    y = torch.randn(2, 4, 1, 1)
+    assert torch.allclose(norm(y), nn.functional.batch_norm(y, None, None, training=True))
+
+
+def test_group_norm_keeps_two_channels_per_group():
+    assert GroupNorm(256).num_groups == 32
+    assert GroupNorm(16).num_groups == 8
+    assert GroupNorm(48).num_groups == 16
+
+
+def test_multi_grid_sets_last_stage_dilations():
+    net = deeplabv3(num_classes=3, backbone="resnet50", pretrained=False, multi_grid=[1, 2, 4])
+    layer4 = net.backbone.body.layer4
+    assert [block.conv2.dilation[0] for block in layer4] == [2, 4, 8]  # OS16: rate 2 x unit
+    assert [block.conv2.padding[0] for block in layer4] == [2, 4, 8]
+    net.set_output_stride(8)
+    assert [block.conv2.dilation[0] for block in layer4] == [4, 8, 16]
+    assert net(torch.randn(1, 3, 33, 33))["out"].shape == (1, 3, 33, 33)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet18d"])  # d: avg-pool downsampling
+def test_output_stride_switch_equals_a_model_built_there(backbone):
+    """OS16 -> OS8 with doubled rates is exactly the OS8 model with the same weights."""
+    torch.manual_seed(0)
+    trained = deeplabv3(num_classes=3, backbone=backbone, pretrained=False, channels=16).eval()
+    built = deeplabv3(
+        num_classes=3,
+        backbone=backbone,
+        pretrained=False,
+        channels=16,
+        output_stride=8,
+        rates=[12, 24, 36],
+    ).eval()
+    built.load_state_dict(trained.state_dict())
+    x = torch.randn(1, 3, 49, 67)
+    with torch.no_grad():
+        at16 = trained(x)["out"]
+        set_output_stride(trained, 8)
+        assert trained.head.aspp.rates == (12, 24, 36)
+        assert trained.backbone.feature_info[-1]["reduction"] == 8
+        assert torch.equal(trained(x)["out"], built(x)["out"])
+        assert trained.backbone(x)[-1].shape[-2:] == (7, 9)
+        set_output_stride(trained, 16)
+        assert torch.equal(trained(x)["out"], at16)
+
+
+def test_eval_output_stride_errors_name_the_setting():
+    net = deeplabv3(num_classes=3, rates=[6, 12, 18], **TINY)
+    with pytest.raises(ConfigError, match=r"output_stride=12 .*allowed"):
+        check_eval_output_stride(net, 12)
+    with pytest.raises(ConfigError, match=r"eval_output_stride=32 .*\[1.5, 3.0, 4.5\]"):
+        check_eval_output_stride(deeplabv3(num_classes=3, rates=[3, 6, 9], **TINY), 32)
+    with pytest.raises(ConfigError, match="eval_output_stride needs a DeepLab network"):
+        check_eval_output_stride(SegNet(3, stages=((4,), (8,))), 8)
+    check_eval_output_stride(net, 8)
+    assert net.output_stride == 16  # checking changes nothing
 
 
 def test_head_reads_channels_from_backbone():
-    net = deeplabv3(num_classes=3, backbone="resnet50", pretrained=False, channels=8)
-    assert net.head.aspp.branches[0][0].in_channels == net.backbone.feature_info[-1]["num_chs"]
+    net = deeplabv3(num_classes=3, backbone="resnet50", pretrained=False, channels=8, aux_head=True)
+    info = net.backbone.feature_info
+    assert net.head.aspp.branches[0][0].in_channels == info[-1]["num_chs"]
+    assert net.aux_head.conv[0].in_channels == info[-2]["num_chs"]
     net.reset_classifier(7)
     assert net.num_classes == 7
+    assert net.aux_head.classifier.out_channels == 7
+
+
+def test_torchvision_style_head_has_a_3x3_conv():
+    net = deeplabv3(num_classes=3, head_convs=1, **TINY)
+    assert net.head.refine[0][0].kernel_size == (3, 3)
+    assert len(deeplabv3(num_classes=3, **TINY).head.refine) == 0
+
+
+@pytest.mark.parametrize("separable", [False, True])
+def test_deeplabv3plus_fuses_stride4_features(separable):
+    net = deeplabv3plus(num_classes=4, decoder_channels=16, separable=separable, **TINY).train()
+    assert net.backbone.feature_info[net.head.low_level_index]["reduction"] == 4
+    out = net(torch.randn(1, 3, 45, 61))["out"]
+    assert out.shape == (1, 4, 45, 61)
+    out.mean().backward()
+    with pytest.raises(ConfigError, match=r"low_level_stride=3 .*allowed: \[2, 4, 8, 16\]"):
+        deeplabv3plus(num_classes=4, low_level_stride=3, **TINY)
+
+
+def test_segnet_unpools_to_odd_sizes_and_counts_like_segnet():
+    net = segnet(num_classes=19, pretrained=False)
+    # VGG-16-BN encoder + mirrored decoder: 29.45M, as SegNet's paper reports (29.5M)
+    assert 29.4e6 < sum(p.numel() for p in net.parameters()) < 29.5e6
+    assert sum(isinstance(m, nn.Conv2d) for m in net.encoder) == 13
+    small = SegNet(5, stages=((8, 8), (16, 16), (16,))).train()
+    out = small(torch.randn(2, 3, 37, 45))["out"]
+    assert out.shape == (2, 5, 37, 45)
+    out.mean().backward()
+    small.reset_classifier(2)
+    assert small.num_classes == 2
+    assert small(torch.randn(1, 3, 16, 16))["out"].shape == (1, 2, 16, 16)
+
+
+def test_segnet_encoder_matches_torchvision_vgg16_bn_layout():
+    from torchvision.models import vgg16_bn
+
+    vgg = vgg16_bn(weights=None)
+    net = segnet(num_classes=3, pretrained=False)
+    ours = net.encoder.state_dict()
+    theirs = vgg.features.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(ours[k].shape == theirs[k].shape for k in ours)
+
+
+def test_registry_holds_every_builder():
+    assert set(MODELS) == {"deeplabv3", "deeplabv3plus", "segnet"}
