@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from aspp_seg.data.io import read_rgb
 from aspp_seg.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, TRAIN_ID_TO_LABEL_ID
@@ -115,30 +115,44 @@ class ImageSource(Dataset):
         }
 
 
-class SizeBatchSampler(Sampler[list[int]]):
-    """Batches of up to `batch_size` indices whose images share one size, in order.
+class SizeBatchSampler(BatchSampler):
+    """Batches of up to `batch_size` indices whose images share one size.
+
+    Indices come from `sampler` in its order; a batch is given out when its size group
+    is full, the incomplete ones at the end. Lightning re-creates it around a
+    DistributedSampler under DDP (hence the `BatchSampler` signature).
 
     Args:
-        sizes: (height, width) of each item.
+        sampler: the indices to batch (e.g. a SequentialSampler).
         batch_size: items per batch.
+        drop_last: drop the incomplete batch of each size group.
+        sizes: (height, width) of every item of the data set.
     """
 
-    def __init__(self, sizes: Sequence[tuple[int, int]], batch_size: int) -> None:
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for index, size in enumerate(sizes):
-            groups[tuple(size)].append(index)
-        self.batches = [
-            indices[i : i + batch_size]
-            for indices in groups.values()
-            for i in range(0, len(indices), batch_size)
-        ]
-        self.batches.sort(key=lambda batch: batch[0])
+    def __init__(
+        self,
+        sampler: Sampler[int] | Sequence[int],
+        batch_size: int,
+        drop_last: bool = False,
+        *,
+        sizes: Sequence[tuple[int, int]],
+    ) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.sizes = [tuple(size) for size in sizes]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index in self.sampler:
+            group = groups[self.sizes[index]]
+            group.append(index)
+            if len(group) == self.batch_size:
+                yield list(group)
+                group.clear()
+        if not self.drop_last:
+            yield from (group for group in groups.values() if group)
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return sum(1 for _ in self)
 
 
 def predict_loader(
@@ -149,7 +163,7 @@ def predict_loader(
     sizes = [dataset.image_size(i) for i in range(len(dataset))]
     return DataLoader(
         dataset,
-        batch_sampler=SizeBatchSampler(sizes, batch_size),
+        batch_sampler=SizeBatchSampler(SequentialSampler(dataset), batch_size, sizes=sizes),
         num_workers=num_workers,
         persistent_workers=False,
     )

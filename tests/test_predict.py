@@ -83,7 +83,8 @@ def test_sources_file_folder_and_glob(tmp_path):
 
 def test_batches_hold_one_image_size():
     sizes = [(4, 6), (8, 8), (4, 6), (4, 6), (8, 8)]
-    batches = list(SizeBatchSampler(sizes, batch_size=2))
+    batches = list(SizeBatchSampler(range(5), 2, sizes=sizes))
+    assert len(SizeBatchSampler(range(5), 2, sizes=sizes)) == len(batches) == 3
     assert sorted(i for b in batches for i in b) == list(range(5))
     for batch in batches:
         assert len(batch) <= 2 and len({sizes[i] for i in batch}) == 1
