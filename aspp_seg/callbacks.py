@@ -26,7 +26,6 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 from aspp_seg.data.labels import CITYSCAPES_PALETTE, IGNORE_INDEX
 from aspp_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -72,11 +71,16 @@ class SegmentationLogger(Callback):
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
         self.alpha = alpha
+        self._log_dir: str | None = None
 
     # ------------------------------------------------------------------ hooks
 
-    @rank_zero_only
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # trainer.log_dir is a broadcast under DDP: every rank asks, then only rank 0 logs
+        # (asking on rank 0 alone would leave it waiting for the others forever).
+        self._log_dir = trainer.log_dir
+        if not trainer.is_global_zero:
+            return
         if trainer.sanity_checking or getattr(pl_module, "last_result", None) is None:
             return
         epoch = trainer.current_epoch
@@ -95,8 +99,8 @@ class SegmentationLogger(Callback):
             elif isinstance(logger, TensorBoardLogger):
                 self._to_tensorboard(logger, trainer, result, class_names, palette, samples)
                 wrote = True
-        if not wrote and trainer.log_dir is not None:
-            self._to_files(Path(trainer.log_dir), epoch, result, class_names, palette, samples)
+        if not wrote and self._log_dir is not None:
+            self._to_files(Path(self._log_dir), epoch, result, class_names, palette, samples)
 
     # ---------------------------------------------------------------- samples
 
@@ -183,7 +187,7 @@ class SegmentationLogger(Callback):
                 {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
                 {"title": f"validation confusion, epoch {trainer.current_epoch}"},
             )
-            heat_map = Path(trainer.log_dir or logger.save_dir or ".") / "confusion_val.png"
+            heat_map = Path(self._log_dir or logger.save_dir or ".") / "confusion_val.png"
             plot_confusion(counts, names, heat_map, title=f"epoch {trainer.current_epoch}")
             payload["val/confusion_heatmap"] = wandb.Image(str(heat_map))
         if samples:

@@ -14,7 +14,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 
-from aspp_seg import models
+from aspp_seg import models, scaling
 from aspp_seg.data.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
 from aspp_seg.inference import Inference
 from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, save_results, scores
@@ -53,6 +53,16 @@ class SegmentationModule(LightningModule):
         eval_output_stride: output stride for validate / test / predict (the DeepLabv3
             protocol: train at 16, evaluate at 8 with the ASPP rates doubled); None keeps
             the trained stride. Training always runs at the net's own stride.
+        sync_batchnorm: SyncBatchNorm across processes; None (auto): on under
+            multi-process training on GPUs, plain BatchNorm on one device and on CPU.
+        channels_last: NHWC memory format for the net and its inputs; None (auto): on
+            CUDA only.
+        compile: ``torch.compile`` the net in place; None (auto): on CUDA when Triton
+            is installed, otherwise eager with a one-line reason.
+        fused_optimizer: rebuild the optimizer with ``fused=True``; None (auto): on CUDA.
+        grad_checkpointing: recompute backbone activations in the backward pass (less
+            memory, about a third more compute); for full-resolution OS8 training.
+        See `aspp_seg.scaling` and the README's "Scaling" section.
         inference: how validate / test / predict compute logits: ``whole`` image or
             ``slide`` (sliding window); see `aspp_seg.inference.Inference`.
         window: (height, width) of a sliding window.
@@ -74,6 +84,11 @@ class SegmentationModule(LightningModule):
         scheduler: SchedulerFactory = poly_schedule,
         aux_weight: float = 0.4,
         eval_output_stride: int | None = None,
+        sync_batchnorm: bool | None = None,
+        channels_last: bool | None = None,
+        compile: bool | None = None,
+        fused_optimizer: bool | None = None,
+        grad_checkpointing: bool = False,
         inference: str = "whole",
         window: tuple[int, int] = (512, 1024),
         stride: tuple[int, int] | None = None,
@@ -107,10 +122,41 @@ class SegmentationModule(LightningModule):
             flip=flip,
             batch_size=window_batch,
         )
+        self._channels_last = False
+        self._fast_paths_applied = False
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W -> B x num_classes x H x W logits."""
-        return self.net(images)["out"]
+        return self.net(self._layout(images))["out"]
+
+    def _layout(self, images: torch.Tensor) -> torch.Tensor:
+        return scaling.to_channels_last(images) if self._channels_last else images
+
+    def configure_model(self) -> None:
+        """Applies the scale and speed switches once the devices are known (`aspp_seg.scaling`)."""
+        if self._fast_paths_applied:
+            return
+        self._fast_paths_applied = True
+        hp = self.hparams
+        device_type = self.trainer.strategy.root_device.type
+        world_size = self.trainer.world_size
+        if scaling.use_sync_batchnorm(
+            hp.sync_batchnorm, world_size=world_size, device_type=device_type
+        ):
+            self.net = scaling.convert_sync_batchnorm(self.net)
+            rank_zero_info(f"aspp-seg: SyncBatchNorm across {world_size} processes")
+        elif world_size > 1:
+            rank_zero_info(
+                f"aspp-seg: plain BatchNorm per process ({world_size} processes on "
+                f"{device_type}; SyncBatchNorm runs on GPUs only)"
+            )
+        if hp.grad_checkpointing:
+            scaling.enable_grad_checkpointing(self.net)
+        if scaling.want(hp.channels_last, device_type=device_type):
+            self.net = self.net.to(memory_format=torch.channels_last)
+            self._channels_last = True
+        if scaling.want(hp.compile, device_type=device_type):
+            scaling.compile_net(self.net, device_type=device_type)
 
     def _eval_stride(self, evaluating: bool) -> None:
         """Switches the net to ``eval_output_stride`` for evaluation, and back for training."""
@@ -140,7 +186,7 @@ class SegmentationModule(LightningModule):
         self._eval_stride(True)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        outputs = self.net(batch["image"])
+        outputs = self.net(self._layout(batch["image"]))
         masks = batch["mask"]
         loss = F.cross_entropy(outputs["out"], masks, ignore_index=IGNORE_INDEX)
         if "aux" in outputs:
@@ -224,6 +270,8 @@ class SegmentationModule(LightningModule):
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(self.parameters())
+        if scaling.want(self.hparams.fused_optimizer, device_type=self.device.type):
+            optimizer = scaling.fuse_optimizer(optimizer)
         scheduler = self.scheduler_factory(optimizer, self.trainer.estimated_stepping_batches)
         return {
             "optimizer": optimizer,
