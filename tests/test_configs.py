@@ -182,3 +182,26 @@ def test_eval_output_stride_errors_at_construction():
     net = deeplabv3(num_classes=19, backbone="resnet18", pretrained=False, channels=16)
     with pytest.raises(ConfigError, match=r"output_stride=12 .*allowed"):
         SegmentationModule(net, eval_output_stride=12)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--model.net.init_args.kernel_size", "4", "--model.net.init_args.rates", "[8, 9]"],
+            "kernel_size=4 with rate 9 needs padding 27/2, which is not an integer; "
+            "with an even kernel_size use even rates",
+        ),
+        (
+            ["--model.net.init_args.output_stride", "12"],
+            "output_stride=12 is not supported; allowed: (8, 16, 32)",
+        ),
+    ],
+)
+def test_invalid_head_settings_stop_with_one_line(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(REPO / "configs" / "demo.yaml"),
+              "--data.init_args.root", str(tmp_path / "demo"), *args])  # fmt: skip
+    assert info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert errors == [f"aspp-seg: error: {message}"]
