@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from aspp_seg.callbacks import RunConfigCallback
 from aspp_seg.commands import discover
+from aspp_seg.determinism import check_deterministic
 from aspp_seg.errors import UserError
 from aspp_seg.module import SegmentationModule
 from aspp_seg.resume import resolve_last, restore_metrics
@@ -27,6 +28,7 @@ class AsppSegCLI(LightningCLI):
             resolve_last(self.config[self.subcommand])
 
     def before_fit(self) -> None:
+        check_deterministic(self.trainer)
         restore_metrics(self.trainer)  # the metrics of the run that `--ckpt_path last` resumes
 
 
