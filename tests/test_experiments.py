@@ -100,3 +100,15 @@ def test_unknown_config_and_budget_are_named():
     assert "--model.net.init_args.backbone" in tiny
     assert "--model.net.init_args.pretrained" not in tiny
     assert runner.budget_overrides("100", set())[:2] == ["--trainer.max_steps", "100"]
+
+
+def test_test_split_switch_evaluates_the_train_split(tiny_cityscapes):
+    """``--data.init_args.test_split train``: Table 2's train mIoU, without augmentation."""
+    from aspp_seg.data import DemoDataModule
+
+    data = DemoDataModule(str(tiny_cityscapes), test_split="train", num_workers=0,
+                          augment="none", crop_size=(32, 32))  # fmt: skip
+    data.setup("test")
+    dataset = data.test_dataloader().dataset
+    assert len(dataset) == 16  # the tiny tree's train frames, not its 8 val frames
+    assert dataset[0]["image"].shape[-2:] == (64, 128)  # whole frames: no training crop
