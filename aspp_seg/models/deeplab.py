@@ -37,7 +37,8 @@ class DeepLabV3(nn.Module):
         self.aux_head = aux_head
         # the stride the rates were chosen for: rates scale by trained / current stride
         self.base_output_stride = backbone.output_stride
-        self.base_rates = tuple(head.aspp.rates)
+        aspp = getattr(head, "aspp", None)
+        self.base_rates = tuple(aspp.rates) if aspp is not None else ()
 
     @property
     def num_classes(self) -> int:
@@ -61,6 +62,8 @@ class DeepLabV3(nn.Module):
                 not an integer (or not even, for an even kernel).
         """
         check_output_stride(output_stride)
+        if not hasattr(self.head, "aspp"):
+            raise ConfigError(f"{type(self.head).__name__} has no ASPP whose rates could scale")
         scaled = [r * self.base_output_stride / output_stride for r in self.base_rates]
         if any(r != int(r) for r in scaled):
             raise ConfigError(
