@@ -8,16 +8,19 @@ torchvision's ``deeplabv3_resnet101`` on the same input in the same run.
 Per model: forward latency (eval mode, no grad) and forward + backward latency (train
 mode, cross-entropy on random labels, no optimiser step), both as the median over
 ``--iters`` timed batches after ``--warmup`` untimed ones, and as images/s; peak
-memory of each phase (CUDA: max allocated; CPU: the rise of the process RSS, sampled
-every 2 ms); parameters; GMACs per image of one inference forward pass (PyTorch's
-FlopCounterMode). Then ours / torchvision ratios (below 1 = we are faster, smaller,
-cheaper). Both networks get random weights (``pretrained`` forced off; torchvision:
-``weights=None, weights_backbone=None``, no aux head, the same number of classes).
+memory of each phase (CUDA: max allocated; CPU: the rise of the process RSS over the
+phase, sampled every 2 ms, after returning freed heap memory to the OS); parameters;
+GMACs per image of one inference forward pass (PyTorch's FlopCounterMode). Then
+ours / torchvision ratios (below 1 = we are faster, smaller, cheaper). Both networks
+get random weights (``pretrained`` forced off; torchvision: ``weights=None,
+weights_backbone=None``, no aux head, the same number of classes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import json
 import os
 import platform
@@ -56,6 +59,13 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _release_free_memory() -> None:
+    """Returns freed heap memory to the OS (glibc's malloc_trim), so that RSS drops."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 @contextlib.contextmanager
 def peak_memory(device: torch.device) -> Iterator[dict]:
     """Yields a dict whose ``mib`` is, on exit, the phase's peak memory (see module doc)."""
@@ -70,6 +80,7 @@ def peak_memory(device: torch.device) -> Iterator[dict]:
     if not Path("/proc/self/statm").is_file():  # not Linux: no RSS sampling
         yield out
         return
+    _release_free_memory()  # else memory freed by an earlier phase hides this one's rise
     start = _rss_bytes()
     peak = [start]
     done = threading.Event()
