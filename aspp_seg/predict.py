@@ -67,9 +67,9 @@ def image_source(source: str | Path) -> list[tuple[Path, str]]:
     if path.is_dir():
         base, found = path, sorted(p for p in path.rglob("*") if _is_image(p))
     elif glob.has_magic(text):
-        fixed = [part for part in Path(text).parts if not glob.has_magic(part)]
-        prefix = Path(text).parts[: len(fixed)] if fixed else ()
-        base = Path(*prefix) if prefix and Path(*prefix).is_dir() else Path(".")
+        parts = Path(text).expanduser().parts
+        leading = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+        base = Path(*parts[:leading]) if leading else Path(".")
         found = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
         found = [p for p in found if _is_image(p)]
     else:

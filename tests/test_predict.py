@@ -73,6 +73,8 @@ def test_sources_file_folder_and_glob(tmp_path):
     assert names == ["a/x_leftImg8bit.png", "a/y.jpg", "b/z.png"]
     assert [n for _, n in image_source(tmp_path / "a" / "y.jpg")] == ["y.jpg"]
     assert [n for _, n in image_source(f"{tmp_path}/*/*.png")] == ["a/x_leftImg8bit.png", "b/z.png"]
+    assert [n for _, n in image_source(f"{tmp_path}/*/x_*.png")] == ["a/x_leftImg8bit.png"]
+    assert [n for _, n in image_source(f"{tmp_path}/a/*")] == ["x_leftImg8bit.png", "y.jpg"]
     with pytest.raises(DataError, match="no images"):
         image_source(f"{tmp_path}/*/*.bmp")
     with pytest.raises(DataError, match="neither a file, a folder nor a glob"):
