@@ -12,6 +12,7 @@ from PIL import Image
 
 from aspp_seg.cli import main
 from aspp_seg.data import CityscapesDataModule
+from aspp_seg.data.cityscapes import find_samples
 from aspp_seg.data.dataset import SegmentationDataset
 from aspp_seg.data.labels import to_train_ids
 from aspp_seg.data.synthetic import generate_demo_cityscapes
@@ -135,15 +136,18 @@ def test_training_path_fails_with_one_line_naming_the_file(faulty):
         CityscapesDataModule(str(root), num_workers=0)
     (root / "leftImg8bit" / "train" / "aachen" / planted["missing"][0]).unlink()
     dm = CityscapesDataModule(str(root), num_workers=0, crop_size=None)
-    dm.setup("fit")
-    by_name = {s.label.name: i for i, s in enumerate(dm.datasets["train"].samples)}
+    # setup reads the first file of each split: here the truncated image.
+    with pytest.raises(DataError, match=f"cannot read image .*{planted['truncated']}"):
+        dm.setup("fit")
+    train = SegmentationDataset(find_samples(root, "train"), eval_transform())
+    by_name = {s.label.name: i for i, s in enumerate(train.samples)}
     for key in ("size", "out_of_table"):
         with pytest.raises(DataError, match=planted[key]) as error:
-            dm.datasets["train"][by_name[planted[key]]]
+            train[by_name[planted[key]]]
         assert "\n" not in str(error.value)
-    val = {s.label.name: i for i, s in enumerate(dm.datasets["val"].samples)}
+    val = SegmentationDataset(find_samples(root, "val"), eval_transform())
+    by_name = {s.label.name: i for i, s in enumerate(val.samples)}
     with pytest.raises(DataError, match=r"holds Cityscapes labelIds .* where labelTrainIds"):
-        dm.datasets["val"][val[planted["label_ids_as_train_ids"]]]
-    dataset = SegmentationDataset(dm.datasets["val"].samples, eval_transform())
+        val[by_name[planted["label_ids_as_train_ids"]]]
     with pytest.raises(DataError, match=r"holds Cityscapes labelTrainIds .* where labelIds"):
-        dataset[val[planted["train_ids_as_label_ids"]]]
+        val[by_name[planted["train_ids_as_label_ids"]]]

@@ -17,7 +17,7 @@ from aspp_seg.data.labels import (
     label_values,
     to_train_ids,
 )
-from aspp_seg.errors import ConfigError
+from aspp_seg.errors import ConfigError, DataError
 
 
 def test_kind_is_guessed_from_values():
@@ -90,3 +90,12 @@ def test_settings_are_checked(tree):
         CityscapesDataModule(str(tree), label_kind="ids")
     with pytest.raises(ConfigError, match=r"split 'training' is unknown.*trainval"):
         CityscapesDataModule(str(tree), train_split="training")
+
+
+def test_setup_reads_one_file_and_names_a_wrong_kind(tree):
+    for label in (tree / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"):
+        # Every val label stored as labelIds under the labelTrainIds name.
+        shutil.copy(label, label.with_name(label.name.replace("_labelIds", "_labelTrainIds")))
+    dm = CityscapesDataModule(str(tree), crop_size=None, num_workers=0)
+    with pytest.raises(DataError, match=r"_labelTrainIds\.png holds Cityscapes labelIds"):
+        dm.setup("validate")

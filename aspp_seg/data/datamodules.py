@@ -18,8 +18,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, get_worker_info
 
+from aspp_seg.data.cache import cached_dataset
 from aspp_seg.data.cityscapes import scan_split
-from aspp_seg.data.dataset import Scan, SegmentationDataset
+from aspp_seg.data.dataset import Scan, SegmentationDataset, load_sample
 from aspp_seg.data.folder import load_class_table, scan_folders
 from aspp_seg.data.labels import (
     CAMVID_CLASSES,
@@ -32,6 +33,7 @@ from aspp_seg.data.sampler import UnpaddedDistributedSampler
 from aspp_seg.data.synthetic import generate_demo_cityscapes, is_generated
 from aspp_seg.data.transforms import eval_transform, train_transform
 from aspp_seg.errors import ConfigError
+from aspp_seg.scaling import per_device_batch_size
 
 _CHECK_ON_INIT: ContextVar[bool] = ContextVar("check_layout_on_init", default=True)
 
@@ -78,6 +80,12 @@ class SegmentationDataModule(LightningDataModule):
         predict_source: an image file, a folder or a glob pattern for ``aspp-seg
             predict`` (see `aspp_seg.predict`); None predicts the test split. When set,
             no data set layout is checked.
+        cache_dir: a decoded cache written by ``aspp-seg cache`` (one folder per split
+            role); workers then read raw pixels instead of decoding PNGs. None: decode.
+        global_batch_size: when set, ``batch_size`` per device becomes this divided by
+            devices x nodes x accumulate_grad_batches (must divide evenly), so the
+            global batch, and the LR that goes with it, stay fixed on any number of
+            GPUs. See `aspp_seg.scaling.per_device_batch_size`.
     """
 
     class_names: Sequence[str] = ()
@@ -98,9 +106,13 @@ class SegmentationDataModule(LightningDataModule):
         val_split: str = "val",
         test_split: str = "test",
         predict_source: str | None = None,
+        cache_dir: str | None = None,
+        global_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.predict_source = predict_source
+        self.cache_dir = cache_dir
+        self.global_batch_size = global_batch_size
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
@@ -149,6 +161,12 @@ class SegmentationDataModule(LightningDataModule):
     # --- Lightning hooks ---
 
     def setup(self, stage: str) -> None:
+        if self.global_batch_size is not None and self.trainer is not None:
+            self.batch_size = per_device_batch_size(
+                self.global_batch_size,
+                world_size=self.trainer.world_size,
+                accumulate_grad_batches=self.trainer.accumulate_grad_batches,
+            )
         wanted = {
             "fit": {"train": self.train_tf, "val": self.eval_tf},
             "validate": {"val": self.eval_tf},
@@ -162,7 +180,15 @@ class SegmentationDataModule(LightningDataModule):
                 scan = self.scan_training()
             else:
                 scan = self.scan(self.val_split if role == "val" else self.test_split)
-            dataset = SegmentationDataset(scan.raise_first(), tf)
+            samples = scan.raise_first()
+            if self.cache_dir is not None:
+                dataset = cached_dataset(self.cache_dir, role, samples, tf)
+            else:
+                dataset = SegmentationDataset(samples, tf)
+            if samples:
+                # One file read here, in the main process: a data set stored wholesale in
+                # the wrong label kind stops before the first step, with a plain error.
+                load_sample(samples[0])
             if role == "train" and hasattr(tf, "set_random_seed"):
                 # Follows seed_everything when loading in the main process.
                 tf.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
@@ -249,6 +275,8 @@ class CityscapesDataModule(SegmentationDataModule):
         val_split: str = "val",
         test_split: str = "val",
         predict_source: str | None = None,
+        cache_dir: str | None = None,
+        global_batch_size: int | None = None,
         coarse: bool = False,
         label_kind: str = "auto",
     ) -> None:
@@ -265,6 +293,8 @@ class CityscapesDataModule(SegmentationDataModule):
             val_split=val_split,
             test_split=test_split,
             predict_source=predict_source,
+            cache_dir=cache_dir,
+            global_batch_size=global_batch_size,
         )
         self.save_hyperparameters()
         self.root = Path(root)
@@ -316,6 +346,8 @@ class DemoDataModule(CityscapesDataModule):
         cat_max_ratio: float = 1.0,
         test_split: str = "val",
         predict_source: str | None = None,
+        cache_dir: str | None = None,
+        global_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             root,
@@ -329,6 +361,8 @@ class DemoDataModule(CityscapesDataModule):
             cat_max_ratio=cat_max_ratio,
             test_split=test_split,
             predict_source=predict_source,
+            cache_dir=cache_dir,
+            global_batch_size=global_batch_size,
         )
         self.generator_args = {
             "num_train": num_train,
@@ -384,6 +418,8 @@ class FolderDataModule(SegmentationDataModule):
         val_split: str = "val",
         test_split: str = "test",
         predict_source: str | None = None,
+        cache_dir: str | None = None,
+        global_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -398,6 +434,8 @@ class FolderDataModule(SegmentationDataModule):
             val_split=val_split,
             test_split=test_split,
             predict_source=predict_source,
+            cache_dir=cache_dir,
+            global_batch_size=global_batch_size,
         )
         self.save_hyperparameters()
         for name, value in (("image_dir", image_dir), ("mask_dir", mask_dir)):
@@ -451,6 +489,8 @@ class CamVidDataModule(SegmentationDataModule):
         val_split: str = "val",
         test_split: str = "test",
         predict_source: str | None = None,
+        cache_dir: str | None = None,
+        global_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -465,6 +505,8 @@ class CamVidDataModule(SegmentationDataModule):
             val_split=val_split,
             test_split=test_split,
             predict_source=predict_source,
+            cache_dir=cache_dir,
+            global_batch_size=global_batch_size,
         )
         self.save_hyperparameters()
         self.root = Path(root)
