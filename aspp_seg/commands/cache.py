@@ -1,0 +1,96 @@
+"""`aspp-seg cache --config <yaml> --out <dir>`: decode a data set once into a memory-mapped
+uint8 cache, then check it against the PNGs.
+
+Uses the config's data module to find the files (any layout it reads), writes one cache
+folder per split role (``<out>/train``, ``<out>/val``, ...) with a progress bar, and
+compares the bytes read back with a fresh decode (``--verify all``, or every n-th
+sample with ``--verify_every``). Train with it by adding
+``--data.init_args.cache_dir <out>``. Exit status 1 when the check finds a difference.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+from jsonargparse import ArgumentParser
+
+from aspp_seg.data.cache import DecodedCache, build_cache, verify_cache
+from aspp_seg.errors import ConfigError
+
+NAME = "cache"
+HELP = "decode the configured data set once into a memory-mapped uint8 cache and verify it"
+
+ROLES = ("train", "val", "test")
+
+
+def _data_section(config: Path) -> dict:
+    if not config.is_file():
+        raise ConfigError(f"config {config} not found (--config)")
+    spec = yaml.safe_load(config.read_text()) or {}
+    data = spec.get("data") if isinstance(spec, dict) else None
+    if not isinstance(data, dict) or "class_path" not in data:
+        raise ConfigError(f"config {config} has no data: section with a class_path")
+    return data
+
+
+def build_parser() -> ArgumentParser:
+    from aspp_seg.data.datamodules import SegmentationDataModule
+
+    parser = ArgumentParser(prog=f"aspp-seg {NAME}", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=str, required=True, help="a fit config (YAML)")
+    parser.add_subclass_arguments(SegmentationDataModule, "data", required=True)
+    parser.add_argument("--out", type=str, required=True, help="folder for the cache")
+    parser.add_argument(
+        "--splits", type=list[str], default=["train", "val"], help=f"roles among {ROLES}"
+    )
+    parser.add_argument("--verify_every", type=int, default=1, help="check every n-th sample")
+    parser.add_argument("--progress", type=bool, default=True, help="show progress bars")
+    return parser
+
+
+def _samples(datamodule, role: str):
+    if role == "train":
+        return datamodule.scan_training().raise_first()
+    split = datamodule.val_split if role == "val" else datamodule.test_split
+    return datamodule.scan(split).raise_first()
+
+
+def main(argv: list[str]) -> None:
+    from aspp_seg.data.datamodules import layout_check_deferred
+
+    parser = build_parser()
+    config = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            config = Path(argv[i + 1])
+        elif arg.startswith("--config="):
+            config = Path(arg.split("=", 1)[1])
+    # The config's data section goes in first, so --data.init_args.* may override it.
+    prefix = ["--data", yaml.safe_dump(_data_section(config))] if config is not None else []
+    args = parser.parse_args(prefix + argv)
+    for role in args.splits:
+        if role not in ROLES:
+            raise ConfigError(f"--splits holds {role!r}; allowed: {', '.join(ROLES)}")
+    if args.verify_every < 1:
+        raise ConfigError(f"--verify_every={args.verify_every} must be >= 1")
+    with layout_check_deferred():
+        datamodule = parser.instantiate_classes(args).data
+    if hasattr(datamodule, "prepare_data"):
+        datamodule.prepare_data()  # the demo generates its files on first use
+    out = Path(args.out)
+    wrong = []
+    for role in args.splits:
+        samples = _samples(datamodule, role)
+        folder = build_cache(samples, out / role, progress=args.progress)
+        cache = DecodedCache(folder)
+        gib = sum(e["height"] * e["width"] * 4 for e in cache.entries) / 2**30
+        print(f"{role}: {len(cache)} samples, {gib:.2f} GiB in {folder}")
+        wrong += verify_cache(cache, samples, every=args.verify_every, progress=args.progress)
+    if wrong:
+        print(f"{len(wrong)} cached file(s) differ from their PNGs:", *wrong, sep="\n  ")
+        sys.exit(1)
+    checked = "all samples" if args.verify_every == 1 else f"every {args.verify_every}th sample"
+    print(f"verified {checked} against the PNGs: identical")
+    print(f"train with it: --data.init_args.cache_dir {out}")
