@@ -39,6 +39,8 @@ def _fit_command(root: Path, extra: Path, *more: str) -> list[str]:
         "--model.net.init_args.channels", "16",
         "--trainer.max_epochs", str(MAX_EPOCHS),
         "--trainer.log_every_n_steps", "1",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.num_sanity_val_steps", "0",
         "--trainer.enable_progress_bar", "false",
         *more,
     ]  # fmt: skip
