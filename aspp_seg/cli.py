@@ -24,8 +24,9 @@ class AsppSegCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand == "fit":  # `--ckpt_path last` finds the previous version's
-            resolve_last(self.config[self.subcommand])
+        if self.subcommand in ("fit", "validate", "test", "predict"):
+            # `--ckpt_path last`: the previous version's checkpoint, not the new folder's
+            resolve_last(self.config[self.subcommand], continue_run=self.subcommand == "fit")
 
     def before_fit(self) -> None:
         check_deterministic(self.trainer)

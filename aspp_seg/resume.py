@@ -64,12 +64,14 @@ def _set_init_arg(logger_cfg, key: str, value) -> None:
     logger_cfg["init_args"][key] = value
 
 
-def resolve_last(cfg) -> Path | None:
+def resolve_last(cfg, *, continue_run: bool = True) -> Path | None:
     """Turns ``ckpt_path: last`` into the experiment's newest last checkpoint.
 
     Args:
         cfg: the parsed config of one subcommand (a jsonargparse Namespace with
             ``ckpt_path`` and ``trainer``), changed in place.
+        continue_run: also point the loggers at the checkpoint's version folder and
+            W&B run (``fit``); False only resolves the path (``validate``, ``test``).
 
     Returns:
         The checkpoint resumed from, or None (nothing to do: another ckpt_path, a
@@ -88,9 +90,12 @@ def resolve_last(cfg) -> Path | None:
     checkpoint = find_last_checkpoint(_experiment_dir(trainer_cfg, first))
     if checkpoint is None:
         return None
+    cfg["ckpt_path"] = str(checkpoint)
+    if not continue_run:
+        rank_zero_info(f"aspp-seg: --ckpt_path last is {checkpoint}")
+        return checkpoint
     version = checkpoint.parent.parent.name
     state = _read_state(checkpoint)
-    cfg["ckpt_path"] = str(checkpoint)
     if first is not None and _kind(first) in _FOLDER_LOGGERS:
         number = re.fullmatch(r"version_(\d+)", version)
         _set_init_arg(first, "version", int(number.group(1)) if number else version)

@@ -133,3 +133,51 @@ def test_last_without_a_checkpoint_starts_from_scratch(tmp_path):
     )
     assert resolve_last(cfg) is None
     assert cfg.ckpt_path == "last"  # Lightning then warns and trains from scratch
+
+
+def _logger(kind: str, **init_args):
+    from jsonargparse import Namespace
+
+    class_path = f"lightning.pytorch.loggers.{kind}"
+    return Namespace(class_path=class_path, init_args=Namespace(**init_args))
+
+
+def _config(loggers, ckpt_path="last"):
+    from jsonargparse import Namespace
+
+    return Namespace(ckpt_path=ckpt_path, trainer=Namespace(logger=loggers, callbacks=[]))
+
+
+def _checkpoint(path: Path, **extra) -> Path:
+    path.parent.mkdir(parents=True)
+    torch.save({"global_step": 7, "epoch": 1, **extra}, path)
+    return path
+
+
+def test_last_continues_the_version_folder_and_the_wandb_run(tmp_path):
+    from aspp_seg.callbacks import CHECKPOINT_KEY
+    from aspp_seg.resume import resolve_last
+
+    runs = tmp_path / "runs"
+    _checkpoint(runs / "dl1" / "version_0" / "checkpoints" / "last.ckpt")
+    newest = _checkpoint(runs / "dl1" / "version_3" / "checkpoints" / "last.ckpt",
+                         **{CHECKPOINT_KEY: {"wandb_id": "abc123"}})  # fmt: skip
+    cfg = _config([_logger("CSVLogger", save_dir=str(runs), name="dl1"),
+                   _logger("WandbLogger", save_dir=str(runs), project="p")])  # fmt: skip
+    assert resolve_last(cfg) == newest
+    assert cfg.ckpt_path == str(newest)
+    assert cfg.trainer.logger[0].init_args.version == 3
+    assert cfg.trainer.logger[1].init_args.id == "abc123"
+
+    # W&B as the only logger: its checkpoints live in <save_dir>/<project>/<run id>/
+    run = _checkpoint(runs / "p" / "x7y8" / "checkpoints" / "last.ckpt")
+    cfg = _config(_logger("WandbLogger", save_dir=str(runs), project="p"))
+    assert resolve_last(cfg) == run and cfg.trainer.logger.init_args.id == "x7y8"
+
+    # validate / test: only the path; the loggers keep their new version
+    cfg = _config(_logger("CSVLogger", save_dir=str(runs), name="dl1"))
+    assert resolve_last(cfg, continue_run=False) == newest
+    assert cfg.trainer.logger.init_args.get("version") is None
+
+    cfg = _config(_logger("CSVLogger", save_dir=str(runs), name="dl1"), ckpt_path="best")
+    assert resolve_last(cfg) is None and cfg.ckpt_path == "best"
