@@ -11,11 +11,14 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import torch
 from PIL import Image
 
-from aspp_seg.data.labels import IGNORE_INDEX, to_train_ids
+from aspp_seg.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX, to_train_ids
+from aspp_seg.metrics import scores
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_IMAGES = 4  # demo.yaml's SegmentationLogger: 4 images, every 4th and the last epoch
@@ -159,3 +162,93 @@ def test_demo_run_writes_an_offline_wandb_run(tiny_cityscapes, tmp_path):
     assert len(images) == NUM_IMAGES and len(masks) == 2 * NUM_IMAGES
     image = np.asarray(Image.open(images[0]))
     assert image.shape == (64, 128, 3)
+
+
+class _TinyNet(torch.nn.Module):
+    """Predicts class 0 (road) everywhere except class 10 (sky) in the top rows."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(images.shape[0], 19, *images.shape[-2:])
+        logits[:, 0] = 1.0
+        logits[:, 10, : images.shape[-2] // 4] = 2.0
+        return logits
+
+
+def _fake_trainer(tmp_path: Path, loggers: list, dataset: list) -> SimpleNamespace:
+    return SimpleNamespace(
+        sanity_checking=False, current_epoch=1, max_epochs=2, global_step=10, is_global_zero=True,
+        state=SimpleNamespace(fn="fit"), loggers=loggers, log_dir=str(tmp_path),
+        datamodule=SimpleNamespace(palette=CITYSCAPES_PALETTE, datasets={"val": dataset}),
+        val_dataloaders=None,
+    )  # fmt: skip
+
+
+def _dataset() -> list[dict]:
+    mask = torch.zeros(8, 16, dtype=torch.long)
+    mask[:2] = 10
+    mask[-1] = IGNORE_INDEX
+    return [{"image": torch.zeros(3, 8, 16), "mask": mask, "name": f"f{i}.png"} for i in range(5)]
+
+
+def _module() -> _TinyNet:
+    net = _TinyNet()
+    confusion = torch.zeros(19, 19, dtype=torch.long)
+    confusion[0, 0], confusion[10, 10] = 90, 30
+    net.last_result = {**scores(confusion), "confusion": confusion}
+    net.class_names = list(CITYSCAPES_CLASSES)
+    net.device = torch.device("cpu")
+    return net
+
+
+def test_segmentation_logger_writes_files_without_an_image_logger(tmp_path):
+    from aspp_seg.callbacks import SegmentationLogger, fixed_indices
+
+    assert fixed_indices(5, 3) == [0, 2, 4] and fixed_indices(2, 4) == [0, 1]
+    callback = SegmentationLogger(every_n_epochs=1, num_images=3)
+    callback.on_validation_end(_fake_trainer(tmp_path, [], _dataset()), _module())
+    panels = sorted((tmp_path / "media" / "epoch_001").glob("f*.png"))
+    assert [p.name for p in panels] == ["f0.png", "f2.png", "f4.png"]
+    panel = np.asarray(Image.open(panels[0]))
+    assert panel.shape == (8, 3 * 16, 3)  # image | truth | prediction
+    with (tmp_path / "confusion_val.csv").open() as f:
+        rows = list(csv.reader(f))
+    assert rows[1][1] == "90" and rows[11][11] == "30"
+
+
+def test_segmentation_logger_to_tensorboard(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from aspp_seg.callbacks import SegmentationLogger
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def add_image(self, tag, image, step, dataformats):
+            self.calls.append(("image", tag, np.asarray(image).shape, step))
+
+        def add_text(self, tag, text, step):
+            self.calls.append(("text", tag, text, step))
+
+    class FakeTensorBoard(TensorBoardLogger):  # no tensorboard package needed
+        def __init__(self):
+            self.recorder = Recorder()
+
+        @property
+        def experiment(self):
+            return self.recorder
+
+        @property
+        def log_dir(self):
+            return str(tmp_path)
+
+    logger = FakeTensorBoard()
+    callback = SegmentationLogger(every_n_epochs=2, num_images=2)
+    callback.on_validation_end(_fake_trainer(tmp_path, [logger], _dataset()), _module())
+    kinds = [(c[0], c[1]) for c in logger.recorder.calls]
+    assert ("text", "val/IoU_table") in kinds and ("image", "val/confusion") in kinds
+    overlays = [c for c in logger.recorder.calls if c[1].startswith("val/overlay/")]
+    assert [c[2] for c in overlays] == [(8, 48, 3), (8, 48, 3)]
+    table = next(c[2] for c in logger.recorder.calls if c[1] == "val/IoU_table")
+    assert "| Road | 100.00 |" in table and "| mIoU | 100.00 |" in table
+    assert not list(tmp_path.glob("media/*"))  # an image logger got them: no files
