@@ -91,7 +91,11 @@ def test_demo_run_writes_an_offline_wandb_run(tiny_cityscapes, tmp_path):
         "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "WANDB_API_KEY": "", "OMP_NUM_THREADS": "1"}  # fmt: skip
+           "WANDB_API_KEY": "", "OMP_NUM_THREADS": "1",
+           # keep W&B's caches and settings out of the home folder
+           "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"),
+           "WANDB_DATA_DIR": str(tmp_path / "wandb_data"),
+           "WANDB_CONFIG_DIR": str(tmp_path / "wandb_config")}  # fmt: skip
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
