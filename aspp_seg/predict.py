@@ -255,6 +255,19 @@ class PredictionWriter(BasePredictionWriter):
                 _write_png(written[-1], overlay(image, pred, palette, alpha=self.alpha))
         return written
 
+    @staticmethod
+    def _image_paths(trainer, batch, batch_indices, dataloader_idx) -> list[str] | None:
+        """Input files of a batch: its ``path`` entry, else the data set's ``pairs``."""
+        if isinstance(batch, dict) and "path" in batch:
+            return list(batch["path"])
+        loaders = trainer.predict_dataloaders if trainer is not None else None
+        if isinstance(loaders, (list, tuple)):
+            loaders = loaders[dataloader_idx]
+        samples = getattr(getattr(loaders, "dataset", None), "samples", None)
+        if samples is None or batch_indices is None:
+            return None
+        return [str(samples[i].image) for i in batch_indices]
+
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
     ) -> None:
@@ -262,7 +275,7 @@ class PredictionWriter(BasePredictionWriter):
         label_ids = tuple(names) == CITYSCAPES_CLASSES
         palette = self._palette(trainer)
         preds = prediction["pred"].to(torch.uint8).cpu().numpy()
-        paths = batch.get("path") if isinstance(batch, dict) else None
+        paths = self._image_paths(trainer, batch, batch_indices, dataloader_idx)
         for i, name in enumerate(prediction["name"]):
             self.write_image(
                 name,

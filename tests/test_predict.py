@@ -118,3 +118,19 @@ def test_validate_with_sliding_windows_writes_the_run_results(
     assert (run / "val_iou.md").read_text().startswith("| Road |")
     saved = (run / "config.yaml").read_text()
     assert "inference: slide" in saved and "flip: true" in saved
+
+
+def test_predict_on_the_test_split_writes_test_server_files(
+    tiny_cityscapes, tiny_checkpoint, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "server"
+    main(["predict", *_args(tiny_cityscapes), "--ckpt_path", str(tiny_checkpoint),
+          "--model.predict_dir", str(out)])  # fmt: skip
+    images = sorted((tiny_cityscapes / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))
+    for image_path in images:  # the demo's test split is val
+        label_ids = _read(out / "labelIds" / image_path.name)
+        np.testing.assert_array_equal(
+            LABEL_ID_TO_TRAIN_ID[label_ids], _read(out / "trainIds" / image_path.name)
+        )
+        assert (out / "overlay" / image_path.name).is_file()
