@@ -14,6 +14,10 @@ Measures, in one run and on the same files:
      crop window, albumentations).
    The ratio aspp-seg / naive is the figure; add a variant by adding an entry to
    `PIPELINES` (a function: samples, crop size -> map-style Dataset).
+   - ``aspp-seg cached``: the same, reading the decoded uint8 cache of ``aspp-seg
+     cache`` (`aspp_seg.data.cache`) instead of PNGs; ``crop-only`` and ``crop-only
+     cached``: the study's protocol (random crop + normalise, no augmentation) from
+     PNGs and from the cache. Cached / PNG ratios are printed for both.
 
     python benchmarks/dataloader.py                      # synthetic 1024x2048 frames
     python benchmarks/dataloader.py --root /data/cityscapes --workers 8
@@ -24,7 +28,9 @@ ceil(70 / per-worker images/s) workers.
 
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +43,7 @@ from jsonargparse import CLI
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from aspp_seg.data.cache import CachedSegmentationDataset, DecodedCache, build_cache
 from aspp_seg.data.cityscapes import find_samples
 from aspp_seg.data.dataset import Sample, SegmentationDataset
 from aspp_seg.data.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
@@ -120,10 +127,39 @@ def aspp_seg(samples: list[Sample], crop_size: tuple[int, int]) -> Dataset:
     return SegmentationDataset(samples, train_transform("deeplabv3", crop_size=crop_size))
 
 
+def _decoded_cache(samples: list[Sample]) -> DecodedCache:
+    """The samples decoded once into a memory-mapped cache (removed at exit)."""
+    folder = Path(tempfile.mkdtemp(prefix="aspp-seg-cache-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return DecodedCache(build_cache(samples, folder / "train", progress=False))
+
+
+def aspp_seg_cached(samples: list[Sample], crop_size: tuple[int, int]) -> Dataset:
+    """``aspp-seg`` reading the decoded cache (`aspp-seg cache`): no PNG decoding."""
+    transform = train_transform("deeplabv3", crop_size=crop_size)
+    return CachedSegmentationDataset(_decoded_cache(samples), transform)
+
+
+def crop_only(samples: list[Sample], crop_size: tuple[int, int]) -> Dataset:
+    """The study's protocol (augment: none): decode, random crop, normalise."""
+    return SegmentationDataset(samples, train_transform("none", crop_size=crop_size))
+
+
+def crop_only_cached(samples: list[Sample], crop_size: tuple[int, int]) -> Dataset:
+    """The study's protocol from the decoded cache: workers only crop and normalise."""
+    transform = train_transform("none", crop_size=crop_size)
+    return CachedSegmentationDataset(_decoded_cache(samples), transform)
+
+
 PIPELINES: dict[str, Callable[[list[Sample], tuple[int, int]], Dataset]] = {
     "naive": naive,
     "aspp-seg": aspp_seg,
+    "aspp-seg cached": aspp_seg_cached,
+    "crop-only": crop_only,
+    "crop-only cached": crop_only_cached,
 }
+# (cached pipeline, the same pipeline decoding PNGs): printed as a ratio.
+CACHE_PAIRS = (("aspp-seg cached", "aspp-seg"), ("crop-only cached", "crop-only"))
 
 
 # --- measurement ---
@@ -224,6 +260,13 @@ def main(
                         f"  ratio {name} / naive: {one / base_one:.2f}x (1 process), "
                         f"{many / base_many:.2f}x ({workers} workers)"
                     )
+        for cached, png in CACHE_PAIRS:
+            if cached in results and png in results:
+                (c_one, c_many), (p_one, p_many) = results[cached], results[png]
+                print(
+                    f"  ratio {cached} / {png}: {c_one / p_one:.2f}x (1 process), "
+                    f"{c_many / p_many:.2f}x ({workers} workers)"
+                )
         best = max(one for one, _ in results.values())
         print(
             f"\na GPU at {gpu_crops_per_s:.0f} crops/s needs "
