@@ -10,7 +10,6 @@ wrong, 0 when the data is clean.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from collections import defaultdict
@@ -18,9 +17,9 @@ from pathlib import Path
 
 import yaml
 from jsonargparse import ActionYesNo, ArgumentParser
-from tqdm import tqdm
 
 from aspp_seg.data.dataset import PROBLEM_KINDS, Problem, Sample, Scan, inspect_sample
+from aspp_seg.data.parallel import parallel_map
 from aspp_seg.errors import ConfigError
 
 NAME = "check-data"
@@ -97,25 +96,8 @@ def scans(datamodule, roles: list[str]) -> dict[str, Scan]:
 
 def inspect_all(samples: list[Sample], workers: int) -> list[Problem]:
     """`inspect_sample` over every sample, in parallel, with a progress bar."""
-    problems: list[Problem] = []
-    bar = tqdm(total=len(samples), desc="check-data", unit="file", disable=not samples)
-    if workers <= 1 or len(samples) < 16:
-        results = map(inspect_sample, samples)
-        pool = None
-    else:
-        pool = multiprocessing.get_context("spawn").Pool(workers)
-        chunk = max(1, len(samples) // (8 * workers))
-        results = pool.imap_unordered(inspect_sample, samples, chunksize=chunk)
-    try:
-        for found in results:
-            bar.update()
-            problems.extend(found)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
-    return problems
+    found = parallel_map(inspect_sample, samples, workers=workers, desc="check-data")
+    return [problem for problems in found for problem in problems]
 
 
 def report(problems: list[Problem]) -> str:

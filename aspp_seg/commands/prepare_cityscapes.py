@@ -10,15 +10,13 @@ trainId mapping of the ``*_labelIds.png`` shipped beside them.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from jsonargparse import ActionYesNo, ArgumentParser
-from tqdm import tqdm
 
+from aspp_seg.data.parallel import parallel_map
 from aspp_seg.errors import DataError
 
 NAME = "prepare-cityscapes"
@@ -88,28 +86,9 @@ def verify(polygons: Path) -> str | None:
 
 
 def _run(function, files: list[Path], workers: int, desc: str) -> list[str]:
-    """Maps `function` over `files` with a progress bar; the non-None results."""
-    bar = tqdm(total=len(files), desc=desc, unit="file", disable=not files)
-    results: Iterable[str | None]
-    if workers <= 1 or len(files) < 2:
-        results = map(function, files)
-        pool = None
-    else:
-        pool = multiprocessing.get_context("spawn").Pool(workers)
-        chunk = max(1, len(files) // (8 * workers))
-        results = pool.imap_unordered(function, files, chunksize=chunk)
-    problems = []
-    try:
-        for result in results:
-            bar.update()
-            if result is not None:
-                problems.append(result)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
-    return sorted(problems)
+    """Maps `function` over `files` in parallel; the non-None results, sorted."""
+    results = parallel_map(function, files, workers=workers, desc=desc, serial_below=2)
+    return sorted(r for r in results if r is not None)
 
 
 def prepare(

@@ -1,0 +1,48 @@
+"""A parallel map over files with a progress bar, for the data commands
+(`prepare-cityscapes`, `check-data`)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel_map(
+    function: Callable[[T], R],
+    items: Sequence[T],
+    *,
+    workers: int,
+    desc: str,
+    serial_below: int = 16,
+) -> Iterator[R]:
+    """Yields ``function(item)`` for every item, in completion order, with a progress bar.
+
+    Runs in this process when `workers` <= 1 or there are fewer than `serial_below`
+    items (starting processes would cost more than the work); otherwise in a pool of
+    `workers` forked processes, created before the progress bar's monitor thread so
+    that no thread is forked. `function` must be a module-level function.
+    """
+    pool = None
+    results: Iterable[R]
+    if workers > 1 and len(items) >= serial_below:
+        pool = multiprocessing.get_context("fork").Pool(min(workers, len(items)))
+        chunk = max(1, len(items) // (8 * workers))
+        results = pool.imap_unordered(function, items, chunksize=chunk)
+    else:
+        results = map(function, items)
+    bar = tqdm(total=len(items), desc=desc, unit="file", disable=not items)
+    try:
+        for result in results:
+            bar.update()
+            yield result
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
