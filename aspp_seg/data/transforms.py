@@ -165,8 +165,10 @@ def _crop(
 
 
 def photometric() -> list[A.BasicTransform]:
-    """DeepLab/mmsegmentation-style photometric distortion: brightness +-32/255,
-    contrast and saturation 0.5-1.5, hue +-18 degrees, each with probability 0.5."""
+    """mmsegmentation-style photometric distortion, each part with probability 0.5:
+    brightness +-32 (of 255) and contrast x0.5-1.5; hue +-18 degrees (9 in OpenCV's
+    0-180 hue units) and saturation +-40 (of 255, additive where mmsegmentation scales
+    by 0.5-1.5)."""
     return [
         A.RandomBrightnessContrast(brightness_limit=32 / 255, contrast_limit=0.5, p=0.5),
         A.HueSaturationValue(hue_shift_limit=9, sat_shift_limit=40, val_shift_limit=0, p=0.5),
