@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -74,3 +75,18 @@ def test_no_polygons_is_one_line(tmp_path, capsys):
         main(["prepare-cityscapes", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "no *_gtFine_polygons.json under" in capsys.readouterr().err
+
+
+def test_coarse_polygons_are_converted_too(demo):
+    from aspp_seg.commands.prepare_cityscapes import prepare
+
+    fine = _label_files(demo, "_gtFine_polygons.json")[0]
+    coarse_dir = demo / "gtCoarse" / "train_extra" / fine.parent.name
+    coarse_dir.mkdir(parents=True)
+    stem = fine.name.removesuffix("_gtFine_polygons.json")
+    shutil.copy(fine, coarse_dir / f"{stem}_gtCoarse_polygons.json")
+    counts = prepare(demo, workers=1)
+    assert counts["converted"] == 10
+    label_ids = np.asarray(Image.open(str(fine).replace("_polygons.json", "_labelIds.png")))
+    coarse = np.asarray(Image.open(coarse_dir / f"{stem}_gtCoarse_labelTrainIds.png"))
+    np.testing.assert_array_equal(coarse, to_train_ids(label_ids))
