@@ -62,7 +62,7 @@ class SegmentationLogger(Callback):
             TensorBoard.
     """
 
-    def __init__(self, *, every_n_epochs: int = 1, num_images: int = 4, alpha: float = 0.5):
+    def __init__(self, *, every_n_epochs: int = 5, num_images: int = 4, alpha: float = 0.5):
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs={every_n_epochs} must be >= 1")
@@ -289,3 +289,33 @@ class RunConfigCallback(SaveConfigCallback):
 
 CHECKPOINT_KEY = "aspp_seg"
 """Key of aspp-seg's own entries in a Lightning checkpoint (e.g. the W&B run id)."""
+
+_IMAGE_LOGGERS = ("WandbLogger", "TensorBoardLogger")
+
+
+def add_segmentation_logger(trainer_cfg) -> bool:
+    """Adds `SegmentationLogger` (defaults) to a parsed trainer config that logs to W&B or
+    TensorBoard and has none, so that ``--config configs/logger/wandb.yaml`` gives every
+    experiment its tables and overlays. Returns whether it added one.
+
+    Args:
+        trainer_cfg: the ``trainer`` Namespace of a parsed subcommand, changed in place.
+    """
+    from jsonargparse import Namespace
+
+    loggers = trainer_cfg.get("logger")
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    kinds = {str(lg.get("class_path", "")).rsplit(".", 1)[-1] for lg in loggers if _has_get(lg)}
+    if not kinds & set(_IMAGE_LOGGERS):
+        return False
+    callbacks = list(trainer_cfg.get("callbacks") or [])
+    path = f"{SegmentationLogger.__module__}.{SegmentationLogger.__name__}"
+    if any(_has_get(c) and c.get("class_path") == path for c in callbacks):
+        return False
+    callbacks.append(Namespace(class_path=path, init_args=Namespace()))
+    trainer_cfg["callbacks"] = callbacks
+    return True
+
+
+def _has_get(item) -> bool:
+    return hasattr(item, "get")

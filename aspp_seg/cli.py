@@ -8,7 +8,7 @@ import sys
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
-from aspp_seg.callbacks import RunConfigCallback
+from aspp_seg.callbacks import RunConfigCallback, add_segmentation_logger
 from aspp_seg.commands import discover
 from aspp_seg.determinism import check_deterministic
 from aspp_seg.errors import UserError
@@ -27,6 +27,8 @@ class AsppSegCLI(LightningCLI):
         if self.subcommand in ("fit", "validate", "test", "predict"):
             # `--ckpt_path last`: the previous version's checkpoint, not the new folder's
             resolve_last(self.config[self.subcommand], continue_run=self.subcommand == "fit")
+            # W&B / TensorBoard runs get the IoU table, confusion matrix and overlays
+            add_segmentation_logger(self.config[self.subcommand]["trainer"])
 
     def before_fit(self) -> None:
         check_deterministic(self.trainer)

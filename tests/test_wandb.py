@@ -256,3 +256,21 @@ def test_segmentation_logger_to_tensorboard(tmp_path):
     table = next(c[2] for c in logger.recorder.calls if c[1] == "val/IoU_table")
     assert "| Road | 100.00 |" in table and "| mIoU | 100.00 |" in table
     assert not list(tmp_path.glob("media/*"))  # an image logger got them: no files
+
+
+def test_image_loggers_get_the_segmentation_logger():
+    from jsonargparse import Namespace
+
+    from aspp_seg.callbacks import add_segmentation_logger
+
+    def trainer(*kinds, callbacks=()):
+        loggers = [Namespace(class_path=f"lightning.pytorch.loggers.{k}", init_args=Namespace())
+                   for k in kinds]  # fmt: skip
+        return Namespace(logger=loggers, callbacks=list(callbacks))
+
+    cfg = trainer("CSVLogger", "WandbLogger")
+    assert add_segmentation_logger(cfg)
+    assert cfg.callbacks[-1].class_path == "aspp_seg.callbacks.SegmentationLogger"
+    assert not add_segmentation_logger(cfg)  # not twice
+    assert not add_segmentation_logger(trainer("CSVLogger"))  # files only: left to configs
+    assert add_segmentation_logger(trainer("TensorBoardLogger"))
