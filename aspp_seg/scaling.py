@@ -28,8 +28,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import os
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -234,25 +232,3 @@ def scale_optimizer_lr(optimizer: Optimizer, factor: float) -> Optimizer:
     for group in optimizer.param_groups:
         group["lr"] *= factor
     return optimizer
-
-
-def default_num_workers(devices_per_node: int = 1, *, cap: int = 8) -> int:
-    """Data workers per training process: this node's usable CPUs split over its devices.
-
-    One core per process is left to the training loop itself; `cap` bounds the count
-    (beyond about 8 workers per GPU a crop-and-augment pipeline stops gaining).
-    """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        cpus = os.cpu_count() or 1
-    return max(0, min(cap, cpus // max(1, devices_per_node) - 1))
-
-
-def wrap_factory(factory: Callable, after: Callable[[Optimizer], Optimizer]) -> Callable:
-    """An optimizer factory that applies `after` to what `factory` builds."""
-
-    def build(params):
-        return after(factory(params))
-
-    return build

@@ -154,11 +154,6 @@ def test_datamodule_derives_per_device_batch_from_the_global_one(tiny_cityscapes
         datamodule.setup("fit")
 
 
-def test_default_workers_split_the_cpus():
-    assert 0 <= scaling.default_num_workers(1) <= 8
-    assert scaling.default_num_workers(10_000) == 0
-
-
 def test_module_on_cpu_keeps_plain_batchnorm_and_eager_net(tiny_cityscapes, tmp_path):
     module = SegmentationModule(_tiny_net(), num_classes=19)
     datamodule = DemoDataModule(str(tiny_cityscapes), batch_size=4, num_workers=0)
