@@ -225,10 +225,3 @@ def scaled_lr(
         raise ConfigError(f"lr rule {rule!r} is not known; allowed: {LR_RULES}")
     ratio = global_batch_size / base_batch_size
     return base_lr * {"linear": ratio, "sqrt": math.sqrt(ratio), "none": 1.0}[rule]
-
-
-def scale_optimizer_lr(optimizer: Optimizer, factor: float) -> Optimizer:
-    """Multiplies every param group's LR by `factor` (before any scheduler is built)."""
-    for group in optimizer.param_groups:
-        group["lr"] *= factor
-    return optimizer
