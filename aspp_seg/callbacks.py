@@ -84,7 +84,10 @@ class SegmentationLogger(Callback):
         if trainer.sanity_checking or getattr(pl_module, "last_result", None) is None:
             return
         epoch = trainer.current_epoch
-        last_epoch = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        max_epochs, max_steps = trainer.max_epochs, getattr(trainer, "max_steps", -1)
+        last_epoch = (max_epochs is not None and 0 < max_epochs <= epoch + 1) or (
+            max_steps > 0 and trainer.global_step >= max_steps  # step budgets (SegNet)
+        )
         if trainer.state.fn == "fit" and (epoch + 1) % self.every_n_epochs and not last_epoch:
             return
         result = pl_module.last_result

@@ -52,7 +52,10 @@ def _env() -> dict:
 
 def _lr_per_step(run: Path) -> dict[int, float]:
     with (run / "metrics.csv").open() as f:
-        return {int(r["step"]): float(r["lr-SGD"]) for r in csv.DictReader(f) if r.get("lr-SGD")}
+        rows = [(int(r["step"]), float(r["lr-SGD"])) for r in csv.DictReader(f) if r.get("lr-SGD")]
+    steps = [step for step, _ in rows]
+    assert len(steps) == len(set(steps)), "a step was logged twice"
+    return dict(rows)
 
 
 def _state(checkpoint: Path) -> dict:

@@ -274,3 +274,16 @@ def test_image_loggers_get_the_segmentation_logger():
     assert not add_segmentation_logger(cfg)  # not twice
     assert not add_segmentation_logger(trainer("CSVLogger"))  # files only: left to configs
     assert add_segmentation_logger(trainer("TensorBoardLogger"))
+
+
+def test_segmentation_logger_logs_the_last_epoch_of_a_step_budget(tmp_path):
+    from aspp_seg.callbacks import SegmentationLogger
+
+    trainer = _fake_trainer(tmp_path, [], _dataset())
+    trainer.max_epochs, trainer.max_steps, trainer.current_epoch = -1, 20, 2
+    callback = SegmentationLogger(every_n_epochs=5, num_images=1)
+    callback.on_validation_end(trainer, _module())  # epoch 3 of an open-ended run: skipped
+    assert not (tmp_path / "media").exists()
+    trainer.global_step = 20  # the last step of SegNet-style `max_steps` training
+    callback.on_validation_end(trainer, _module())
+    assert list((tmp_path / "media" / "epoch_002").glob("*.png"))
