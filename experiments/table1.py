@@ -44,7 +44,7 @@ SPLITS = ("train", "val")
 BUDGETS = ("full", "tiny", "<steps>")
 
 # A tiny budget shrinks what exists in the config's net builder: these keys, if taken.
-TINY_NET = {"backbone": "resnet18", "pretrained": "false", "channels": "16"}
+TINY_NET = {"backbone": "resnet10t", "pretrained": "false", "channels": "16"}
 
 
 def config_path(name: str) -> Path:
