@@ -245,10 +245,9 @@ class SegmentationModule(LightningModule):
         if self.trainer.sanity_checking:
             return
         self.last_result = result
-        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
-            save_results(
-                Path(self.trainer.log_dir), f"{stage}_iou", result, counts, self.class_names
-            )
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
+        if self.trainer.is_global_zero and log_dir is not None:
+            save_results(Path(log_dir), f"{stage}_iou", result, counts, self.class_names)
         if self.trainer.state.fn != TrainerFn.FITTING:
             self.print_table(stage)
 
@@ -257,7 +256,7 @@ class SegmentationModule(LightningModule):
         if self.last_result is None:
             return
         table = iou_markdown(self.last_result["iou"], self.last_result["miou"], self.class_names)
-        rank_zero_info(f"\n{stage} per-class IoU (%):\n{table}")
+        self.print(f"\n{stage} per-class IoU (%):\n{table}")
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val", self.val_confusion)
