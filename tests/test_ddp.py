@@ -11,10 +11,12 @@ import csv
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from lightning.pytorch import Callback
 
@@ -54,6 +56,23 @@ class RankProbe(Callback):
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
+def run_group(args: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """Runs `args` in its own process group; on a timeout (a DDP deadlock) the launcher
+    and every rank it started are killed, and the test fails with their output."""
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, **kwargs,
+    )  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"DDP training hung for {timeout} s (a collective on one rank only?)\n"
+                    f"{stderr[-4000:]}")  # fmt: skip
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
 def test_two_process_ddp_on_cpu_keeps_replicas_identical(tiny_cityscapes, tmp_path):
     probe_dir = tmp_path / "probe"
     args = [
@@ -77,9 +96,7 @@ def test_two_process_ddp_on_cpu_keeps_replicas_identical(tiny_cityscapes, tmp_pa
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
     env["OMP_NUM_THREADS"] = "1"  # two processes on a small shared CPU
-    result = subprocess.run(
-        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    result = run_group(args, cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
 
     ranks = [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
