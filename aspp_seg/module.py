@@ -24,6 +24,12 @@ INFERENCE_SETTINGS = (
 )  # fmt: skip
 """Module arguments that say how to run inference, not what was trained."""
 
+RUNTIME_SETTINGS = (
+    "eval_output_stride", "sync_batchnorm", "channels_last", "compile", "fused_optimizer",
+    "grad_checkpointing",
+)  # fmt: skip
+"""Module arguments that say how to run on the hardware at hand, not what was trained."""
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer, int], LRScheduler]
 
@@ -98,10 +104,19 @@ class SegmentationModule(LightningModule):
         predict_dir: str | None = None,
     ) -> None:
         super().__init__()
-        # How to run inference is not a property of the trained weights: left out of the
-        # checkpoint's hyperparameters, which LightningCLI would otherwise apply over the
-        # command line when given --ckpt_path (so `--model.inference slide` would be lost).
-        self.save_hyperparameters(ignore=["net", *INFERENCE_SETTINGS])
+        # How to run inference, and on which hardware, is not a property of the trained
+        # weights: left out of the checkpoint's hyperparameters, which LightningCLI would
+        # otherwise apply over the command line when given --ckpt_path (so
+        # `--model.inference slide` or `--model.eval_output_stride 8` would be lost).
+        self.save_hyperparameters(ignore=["net", *INFERENCE_SETTINGS, *RUNTIME_SETTINGS])
+        self.runtime = {
+            "eval_output_stride": eval_output_stride,
+            "sync_batchnorm": sync_batchnorm,
+            "channels_last": channels_last,
+            "compile": compile,
+            "fused_optimizer": fused_optimizer,
+            "grad_checkpointing": grad_checkpointing,
+        }
         self.predict_dir = predict_dir
         if getattr(net, "num_classes", num_classes) != num_classes:
             net.reset_classifier(num_classes)
@@ -137,11 +152,11 @@ class SegmentationModule(LightningModule):
         if self._fast_paths_applied:
             return
         self._fast_paths_applied = True
-        hp = self.hparams
+        hp = self.runtime
         device_type = self.trainer.strategy.root_device.type
         world_size = self.trainer.world_size
         if scaling.use_sync_batchnorm(
-            hp.sync_batchnorm, world_size=world_size, device_type=device_type
+            hp["sync_batchnorm"], world_size=world_size, device_type=device_type
         ):
             self.net = scaling.convert_sync_batchnorm(self.net)
             rank_zero_info(f"aspp-seg: SyncBatchNorm across {world_size} processes")
@@ -150,17 +165,17 @@ class SegmentationModule(LightningModule):
                 f"aspp-seg: plain BatchNorm per process ({world_size} processes on "
                 f"{device_type}; SyncBatchNorm runs on GPUs only)"
             )
-        if hp.grad_checkpointing:
+        if hp["grad_checkpointing"]:
             scaling.enable_grad_checkpointing(self.net)
-        if scaling.want(hp.channels_last, device_type=device_type):
+        if scaling.want(hp["channels_last"], device_type=device_type):
             self.net = self.net.to(memory_format=torch.channels_last)
             self._channels_last = True
-        if scaling.want(hp.compile, device_type=device_type):
+        if scaling.want(hp["compile"], device_type=device_type):
             scaling.compile_net(self.net, device_type=device_type)
 
     def _eval_stride(self, evaluating: bool) -> None:
         """Switches the net to ``eval_output_stride`` for evaluation, and back for training."""
-        stride = self.hparams.get("eval_output_stride")
+        stride = self.runtime["eval_output_stride"]
         if stride is not None:
             trained = self.net.base_output_stride
             models.set_output_stride(self.net, stride if evaluating else trained)
@@ -269,7 +284,7 @@ class SegmentationModule(LightningModule):
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(self.parameters())
-        if scaling.want(self.hparams.fused_optimizer, device_type=self.device.type):
+        if scaling.want(self.runtime["fused_optimizer"], device_type=self.device.type):
             optimizer = scaling.fuse_optimizer(optimizer)
         scheduler = self.scheduler_factory(optimizer, self.trainer.estimated_stepping_batches)
         return {

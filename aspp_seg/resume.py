@@ -145,7 +145,9 @@ def _before(row: dict, global_step: int) -> bool:
         step = int(float(row.get("step") or 0))
     except ValueError:
         return True
-    is_train = any(k.startswith("train/") and v for k, v in row.items() if k)
+    # Rows of the training loop (our train/* metrics, LearningRateMonitor's lr-*) are
+    # logged at the step about to run: the one at `global_step` is replayed on resume.
+    is_train = any(k.startswith(("train/", "lr-")) and v for k, v in row.items() if k)
     return step < global_step if is_train else step <= global_step
 
 

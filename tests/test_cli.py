@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from aspp_seg.cli import main
+from aspp_seg.module import INFERENCE_SETTINGS, RUNTIME_SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -42,6 +44,10 @@ def test_fit_then_validate_gives_the_same_miou(tiny_cityscapes, tmp_path, monkey
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["max_epochs"] == 2
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file() and list((run / "checkpoints").glob("best-*.ckpt"))
+    # Settings for how to run (not what was trained) stay out of the checkpoint, so that
+    # LightningCLI cannot apply them over the command line of a later --ckpt_path run.
+    hparams = torch.load(last, weights_only=False)["hyper_parameters"]
+    assert not set(hparams) & {*RUNTIME_SETTINGS, *INFERENCE_SETTINGS}
     fit_row = _iou_row(run / "val_iou.csv")
     assert 0.0 <= float(fit_row["mIoU"]) <= 100.0
     with (run / "metrics.csv").open() as f:
