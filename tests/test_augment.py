@@ -158,3 +158,22 @@ def test_workers_draw_different_augmentations():
     )
     first, second = [b[0] for b in loader][:2]  # item 0 from worker 0, item 1 from worker 1
     assert not torch.equal(first, second)
+
+
+def test_study_preset_crop_is_an_exact_slice_padded_with_ignore():
+    """Without scaling the crop is a plain slice (no resampling), padded where it overhangs."""
+    h, w = 40, 70
+    codes = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    image = np.stack([codes % 256, codes // 256, np.zeros_like(codes)], -1).astype(np.uint8)
+    mask = (codes % 19).astype(np.uint8)
+    tf = train_transform("none", crop_size=(32, 80), normalize=False)
+    for _ in range(5):
+        out = tf(image=image, mask=mask)
+        img = np.asarray(out["image"]).transpose(1, 2, 0)
+        lbl = np.asarray(out["mask"])
+        first = int(img[0, 0, 0]) + 256 * int(img[0, 0, 1])
+        y0, x0 = divmod(first, w)
+        assert x0 == 0  # the crop is wider than the image: no horizontal offset
+        np.testing.assert_array_equal(img[:, :w], image[y0 : y0 + 32])
+        np.testing.assert_array_equal(lbl[:, :w], mask[y0 : y0 + 32])
+        assert (lbl[:, w:] == 255).all() and (img[:, w:] == 0).all()

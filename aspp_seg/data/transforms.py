@@ -132,6 +132,10 @@ def _crop(
     ch, cw = size
     h, w = array.shape[:2]
     out_h, out_w = min(ch, sh - y0), min(cw, sw - x0)  # the part inside the scaled image
+    if (sh, sw) == (h, w):  # no scaling (the study's protocol): a slice, no warp
+        out = np.full((ch, cw, *array.shape[2:]), fill, dtype=array.dtype)
+        out[:out_h, :out_w] = array[int(y0) : int(y0) + out_h, int(x0) : int(x0) + out_w]
+        return out
     # Source rows/columns that map to [y0, y0 + out_h) x [x0, x0 + out_w) after scaling,
     # with a one-pixel margin for interpolation; the affine map keeps the exact geometry
     # of a whole-image resize (pixel centres: src = (dst + 0.5) * h / sh - 0.5).
