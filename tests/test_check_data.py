@@ -4,6 +4,7 @@ the first with one line."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,11 @@ def test_training_path_fails_with_one_line_naming_the_file(faulty):
         val[by_name[planted["label_ids_as_train_ids"]]]
     with pytest.raises(DataError, match=r"holds Cityscapes labelTrainIds .* where labelIds"):
         val[by_name[planted["train_ids_as_label_ids"]]]
+
+
+def test_study_config_with_include_is_read_like_the_cli(clean, capsys):
+    """configs/dl1.yaml has no data: block of its own: it includes base/study.yaml."""
+    study = Path(__file__).resolve().parents[1] / "configs" / "dl1.yaml"
+    main(["check-data", "--config", str(study), "--data.init_args.root", str(clean),
+          "--no_full", "--workers", "1"])  # fmt: skip
+    assert "no problems" in capsys.readouterr().out

@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
 from jsonargparse import ArgumentParser
 
+from aspp_seg.commands._common import data_prefix
 from aspp_seg.data.cache import DecodedCache, build_cache, verify_cache
 from aspp_seg.errors import ConfigError
 
@@ -23,16 +23,6 @@ NAME = "cache"
 HELP = "decode the configured data set once into a memory-mapped uint8 cache and verify it"
 
 ROLES = ("train", "val", "test")
-
-
-def _data_section(config: Path) -> dict:
-    if not config.is_file():
-        raise ConfigError(f"config {config} not found (--config)")
-    spec = yaml.safe_load(config.read_text()) or {}
-    data = spec.get("data") if isinstance(spec, dict) else None
-    if not isinstance(data, dict) or "class_path" not in data:
-        raise ConfigError(f"config {config} has no data: section with a class_path")
-    return data
 
 
 def build_parser() -> ArgumentParser:
@@ -61,15 +51,7 @@ def main(argv: list[str]) -> None:
     from aspp_seg.data.datamodules import layout_check_deferred
 
     parser = build_parser()
-    config = None
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            config = Path(argv[i + 1])
-        elif arg.startswith("--config="):
-            config = Path(arg.split("=", 1)[1])
-    # The config's data section goes in first, so --data.init_args.* may override it.
-    prefix = ["--data", yaml.safe_dump(_data_section(config))] if config is not None else []
-    args = parser.parse_args(prefix + argv)
+    args = parser.parse_args(data_prefix(argv) + argv)
     for role in args.splits:
         if role not in ROLES:
             raise ConfigError(f"--splits holds {role!r}; allowed: {', '.join(ROLES)}")

@@ -15,9 +15,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import yaml
 from jsonargparse import ActionYesNo, ArgumentParser
 
+from aspp_seg.commands._common import data_prefix
 from aspp_seg.data.dataset import PROBLEM_KINDS, Problem, Sample, Scan, inspect_sample
 from aspp_seg.data.parallel import parallel_map
 from aspp_seg.errors import ConfigError
@@ -26,16 +26,6 @@ NAME = "check-data"
 HELP = "scan the configured data set and report every faulty file (exit 1 on problems)"
 
 SHOWN_PER_KIND = 20
-
-
-def _data_section(config: Path) -> dict:
-    if not config.is_file():
-        raise ConfigError(f"config {config} not found (--config)")
-    spec = yaml.safe_load(config.read_text()) or {}
-    data = spec.get("data") if isinstance(spec, dict) else None
-    if not isinstance(data, dict) or "class_path" not in data:
-        raise ConfigError(f"config {config} has no data: section with a class_path")
-    return data
 
 
 def build_datamodule(argv: list[str]) -> tuple[object, dict]:
@@ -59,15 +49,7 @@ def build_datamodule(argv: list[str]) -> tuple[object, dict]:
         default=True,
         help="decode every file (--no_full: layout only, the check training does at start)",
     )
-    # The config's data section goes in first, so --data.init_args.* may override it.
-    config = None
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            config = Path(argv[i + 1])
-        elif arg.startswith("--config="):
-            config = Path(arg.split("=", 1)[1])
-    prefix = ["--data", yaml.safe_dump(_data_section(config))] if config is not None else []
-    args = parser.parse_args(prefix + argv)
+    args = parser.parse_args(data_prefix(argv) + argv)
     for split in args.splits:
         if split not in ("train", "val", "test"):
             raise ConfigError(f"--splits holds {split!r}; allowed: train, val, test")

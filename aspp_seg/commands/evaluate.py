@@ -24,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from jsonargparse import ArgumentParser
 
+from aspp_seg.data.io import read_label
 from aspp_seg.data.labels import (
     CAMVID_CLASSES,
     CITYSCAPES_CLASSES,
@@ -180,18 +180,6 @@ def match_files(
     return [(gt[name], pred[name]) for name in sorted(gt)], extra
 
 
-def _read(path: Path) -> np.ndarray:
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if label is None:
-        raise DataError(f"cannot read label map {path}")
-    if label.ndim != 2 or label.dtype != np.uint8:
-        raise DataError(
-            f"{path} must be an 8-bit single-channel label map, got shape {label.shape} "
-            f"of {label.dtype}"
-        )
-    return label
-
-
 def _check(path: Path, counts: np.ndarray, valid: frozenset[int], fmt: LabelFormat) -> None:
     bad = sorted(set(np.flatnonzero(counts).tolist()) - valid)
     if bad:
@@ -202,7 +190,7 @@ def _check(path: Path, counts: np.ndarray, valid: frozenset[int], fmt: LabelForm
 
 
 def _pair(gt_path: Path, pred_path: Path, fmt: LabelFormat) -> np.ndarray:
-    gt, pred = _read(gt_path), _read(pred_path)
+    gt, pred = read_label(gt_path), read_label(pred_path)
     if gt.shape != pred.shape:
         raise DataError(
             f"prediction {pred_path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth "
