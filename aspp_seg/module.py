@@ -62,7 +62,7 @@ class SegmentationModule(LightningModule):
         sync_batchnorm: SyncBatchNorm across processes; None (auto): on under
             multi-process training on GPUs, plain BatchNorm on one device and on CPU.
         channels_last: NHWC memory format for the net and its inputs; None (auto): on
-            CUDA only.
+            CUDA and CPU (faster on both; see `aspp_seg.scaling`).
         compile: ``torch.compile`` the net in place; None (auto): on CUDA when Triton
             is installed, otherwise eager with a one-line reason.
         fused_optimizer: rebuild the optimizer with ``fused=True``; None (auto): on CUDA.
@@ -167,7 +167,9 @@ class SegmentationModule(LightningModule):
             )
         if hp["grad_checkpointing"]:
             scaling.enable_grad_checkpointing(self.net)
-        if scaling.want(hp["channels_last"], device_type=device_type):
+        if scaling.want(
+            hp["channels_last"], device_type=device_type, auto_devices=scaling.CHANNELS_LAST_DEVICES
+        ):
             self.net = self.net.to(memory_format=torch.channels_last)
             self._channels_last = True
         if scaling.want(hp["compile"], device_type=device_type):

@@ -8,7 +8,9 @@ known to help, ``True`` to insist (an error says why where it cannot work) and
   one or two crops make plain BatchNorm statistics noisy); plain BatchNorm on one
   device. PyTorch's SyncBatchNorm does not run on CPU, so CPU DDP (gloo) keeps plain,
   per-process BatchNorm.
-- channels_last memory format: automatic on CUDA (tensor cores read NHWC directly).
+- channels_last memory format: automatic on CUDA (tensor cores read NHWC directly) and
+  on CPU (oneDNN convolutions skip their layout reorders: measured 10-13% faster
+  training steps and 30% faster evaluation here, README "Scaling").
 - ``torch.compile`` of the network: automatic on CUDA when Triton is installed;
   otherwise the network stays eager and one line says why.
 - fused SGD / Adam(W) kernels: automatic on CUDA.
@@ -40,9 +42,15 @@ log = logging.getLogger(__name__)
 LR_RULES = ("linear", "sqrt", "none")
 
 
-def want(requested: bool | None, *, device_type: str) -> bool:
-    """Resolves an automatic (None) GPU fast-path switch: on for CUDA, off elsewhere."""
-    return device_type == "cuda" if requested is None else requested
+CHANNELS_LAST_DEVICES = ("cuda", "cpu")
+
+
+def want(
+    requested: bool | None, *, device_type: str, auto_devices: tuple[str, ...] = ("cuda",)
+) -> bool:
+    """Resolves a fast-path switch: `requested` when set; automatic (None) is on exactly
+    for the device types in `auto_devices` (by default CUDA only)."""
+    return device_type in auto_devices if requested is None else requested
 
 
 # --- SyncBatchNorm ---------------------------------------------------------------------

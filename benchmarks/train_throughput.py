@@ -18,12 +18,17 @@ channels each, 1x1 projection) and a 1x1 classifier, no auxiliary head.
 
 Each fast path runs on and off as a variant (applied to both nets, so the ratio is
 per variant): ``channels_last``, ``bf16`` autocast, ``compile`` (``torch.compile``),
-``fused`` SGD. Steps alternate between the two nets in rounds (ours N steps, then
-torchvision N steps, repeated), so load from other processes hits both alike; the
-figure is the median step time per net and ours / torchvision (below 1: ours is
-faster). On a shared CPU the wall time swings with other processes' load, so the median
-CPU time of this process per step (``time.process_time``; with ``--threads 1`` it is
-almost pure compute) is reported beside it, with its own ratio. On CUDA the output
+``fused`` SGD. The variant ``auto`` compares each net as it trains by default: ours
+with the fast paths aspp-seg switches on automatically on this device
+(`aspp_seg.scaling`: channels_last on CPU and CUDA; compile and fused SGD on CUDA),
+torchvision as its reference training script runs it (fp32, NCHW, eager, foreach SGD);
+``auto+bf16`` adds bf16 autocast to both. Steps alternate between the nets in rounds
+(ours N steps, then torchvision N steps; the order reverses every round, so a drift in
+machine speed hits both alike); the figure is the median step time per net and
+ours / torchvision (below 1: ours is faster). On a shared CPU the wall time swings with
+other processes' load, so the median CPU time of this process per step
+(``time.process_time``; with ``--threads 1`` it is almost pure compute) is reported
+beside it, with its own ratio. On CUDA the output
 names the card and gives peak memory per net.
 
     python benchmarks/train_throughput.py                         # 512x1024, OS16 + OS8
@@ -50,9 +55,39 @@ from torch import nn
 
 from aspp_seg.data.labels import IGNORE_INDEX
 from aspp_seg.models import deeplabv3
-from aspp_seg.scaling import compile_support, fuse_optimizer, to_channels_last
+from aspp_seg.scaling import (
+    CHANNELS_LAST_DEVICES,
+    compile_support,
+    fuse_optimizer,
+    to_channels_last,
+    want,
+)
 
 FAST_PATHS = ("channels_last", "bf16", "compile", "fused")
+
+
+def automatic_paths(device_type: str) -> set[str]:
+    """The fast paths `SegmentationModule` switches on by itself on `device_type`."""
+    paths = {"compile", "fused"} if want(None, device_type=device_type) else set()
+    if want(None, device_type=device_type, auto_devices=CHANNELS_LAST_DEVICES):
+        paths.add("channels_last")
+    if "compile" in paths and compile_support(device_type):
+        paths.remove("compile")  # the module falls back to eager too
+    return paths
+
+
+def variant_paths(variant: str, device_type: str) -> dict[str, set[str]]:
+    """Fast paths per net (``ours``, ``torchvision``) of a variant such as ``bf16+fused``.
+
+    ``auto`` stands for aspp-seg's automatic paths, for ours only (see the docstring).
+    """
+    parts = set(FAST_PATHS) if variant == "all" else set(variant.split("+")) - {"base"}
+    unknown = parts - set(FAST_PATHS) - {"auto"}
+    if unknown:
+        raise ValueError(f"unknown fast path {sorted(unknown)}; allowed: {FAST_PATHS}, auto")
+    shared = parts - {"auto"}
+    ours = shared | automatic_paths(device_type) if "auto" in parts else shared
+    return {"ours": ours, "torchvision": shared}
 
 
 def torchvision_dl1(*, output_stride: int, num_classes: int, rates=(6, 12, 18)) -> nn.Module:
@@ -168,7 +203,7 @@ def _reset_peak(device: torch.device) -> None:
 def measure_pair(
     builders: dict[str, Callable[[], nn.Module]],
     *,
-    paths: set[str],
+    paths: dict[str, set[str]],
     device: torch.device,
     batch: int,
     size: tuple[int, int],
@@ -177,21 +212,27 @@ def measure_pair(
     steps: int,
     rounds: int,
 ) -> dict[str, dict]:
-    """Median step time, crops/s and peak memory per net, steps interleaved in rounds."""
+    """Median step time, crops/s and peak memory per net, steps interleaved in rounds.
+
+    `paths` maps a net's name to its fast paths (a name not in it gets those of
+    ``ours`` when it starts with ``ours``, else those of ``torchvision``).
+    """
     runners, peaks = {}, {}
     for name, build in builders.items():
         _reset_peak(device)
         torch.manual_seed(0)
+        own = paths.get(name, paths["ours" if name.startswith("ours") else "torchvision"])
         runners[name] = Runner(
-            build(), paths=paths, device=device, batch=batch, size=size, num_classes=num_classes
+            build(), paths=own, device=device, batch=batch, size=size, num_classes=num_classes
         )
         for _ in range(warmup):  # compile, cudnn autotuning, allocator warm-up
             runners[name].timed_step()
         peaks[name] = _peak_memory_gib(device)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, runner in runners.items():
-            times[name].extend(runner.timed_step() for _ in range(steps))
+    order = list(runners)
+    for round_ in range(rounds):
+        for name in order if round_ % 2 == 0 else order[::-1]:
+            times[name].extend(runners[name].timed_step() for _ in range(steps))
     out = {}
     for name, pairs in times.items():
         median = statistics.median(wall for wall, _ in pairs)
@@ -220,9 +261,9 @@ def main(
     batch: int = 2,
     output_strides: list[int] = [16, 8],  # noqa: B006 - jsonargparse reads the default
     variants: list[str] = ["base"],  # noqa: B006
-    warmup: int = 1,
+    warmup: int = 2,
     steps: int = 1,
-    rounds: int = 3,
+    rounds: int = 4,
     stock: bool = False,
     num_classes: int = 19,
     device: str = "auto",
@@ -237,8 +278,9 @@ def main(
         output_strides: 8 and / or 16.
         variants: ``base`` (fp32, NCHW, eager, default SGD) or fast paths joined by
             ``+`` from ``channels_last``, ``bf16``, ``compile``, ``fused``; ``all``
-            switches on every one.
-        warmup: untimed steps per net and variant.
+            switches on every one; ``auto``: aspp-seg's automatic paths for ours only.
+        warmup: untimed steps per net and variant (the first two steps on CPU are
+            slower while the allocator grows).
         steps: timed steps per net in each round.
         rounds: rounds of alternating timed steps.
         stock: also compare torchvision's unchanged deeplabv3_resnet101 (OS8 only).
@@ -272,10 +314,7 @@ def main(
                 output_stride=8, num_classes=num_classes
             )
         for variant in variants:
-            paths = set(FAST_PATHS) if variant == "all" else set(variant.split("+")) - {"base"}
-            unknown = paths - set(FAST_PATHS)
-            if unknown:
-                raise ValueError(f"unknown fast path {sorted(unknown)}; allowed: {FAST_PATHS}")
+            paths = variant_paths(variant, dev.type)
             load_before = os.getloadavg()[0]
             result = measure_pair(
                 builders, paths=paths, device=dev, batch=batch, size=(height, width),
@@ -287,6 +326,7 @@ def main(
                 "batch": batch,
                 "output_stride": output_stride,
                 "variant": variant,
+                "paths": {name: sorted(p) or ["none"] for name, p in paths.items()},
                 "load_avg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                 "nets": result,
                 "ratio": result["ours"]["step_s"] / result["torchvision"]["step_s"],
@@ -312,8 +352,12 @@ def _row_lines(row: dict) -> str:
     lines = []
     for name, r in row["nets"].items():
         mem = "-" if r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.2f}"
+        own = row["paths"].get(
+            name, row["paths"]["ours" if name.startswith("ours") else "torchvision"]
+        )
         lines.append(
-            f"| {row['size']} | {row['batch']} | OS{row['output_stride']} | {row['variant']} "
+            f"| {row['size']} | {row['batch']} | OS{row['output_stride']} "
+            f"| {row['variant']}: {'+'.join(own)} "
             f"| {name} | {r['step_s']:.3f} | {r['cpu_s']:.3f} | {r['crops_per_s']:.2f} | {mem} |"
         )
     ratio = (

@@ -85,6 +85,7 @@ def test_photometric_changes_the_image_not_the_label():
     tf = train_transform(
         "deeplabv3", crop_size=(120, 200), scale_range=(1.0, 1.0), flip=False, normalize=False
     )
+    tf.set_random_seed(0)  # unseeded, about 1 run in 1000 changed fewer than 10 of 20
     changed = 0
     for _ in range(20):
         img, mask = _apply(tf, image, label)

@@ -59,6 +59,10 @@ def test_convert_sync_batchnorm_replaces_every_batchnorm_and_keeps_weights():
 def test_fast_paths_are_on_for_cuda_only_unless_set():
     assert scaling.want(None, device_type="cuda") and not scaling.want(None, device_type="cpu")
     assert scaling.want(True, device_type="cpu") and not scaling.want(False, device_type="cuda")
+    layouts = scaling.CHANNELS_LAST_DEVICES  # channels_last: automatic on CPU as well
+    assert scaling.want(None, device_type="cpu", auto_devices=layouts)
+    assert not scaling.want(None, device_type="mps", auto_devices=layouts)
+    assert not scaling.want(False, device_type="cpu", auto_devices=layouts)
 
 
 def test_channels_last_keeps_values():
@@ -154,7 +158,9 @@ def test_datamodule_derives_per_device_batch_from_the_global_one(tiny_cityscapes
         datamodule.setup("fit")
 
 
-def test_module_on_cpu_keeps_plain_batchnorm_and_eager_net(tiny_cityscapes, tmp_path):
+def test_module_on_cpu_keeps_plain_batchnorm_and_eager_net_in_channels_last(
+    tiny_cityscapes, tmp_path
+):
     module = SegmentationModule(_tiny_net(), num_classes=19)
     datamodule = DemoDataModule(str(tiny_cityscapes), batch_size=4, num_workers=0)
     trainer = Trainer(
@@ -163,7 +169,8 @@ def test_module_on_cpu_keeps_plain_batchnorm_and_eager_net(tiny_cityscapes, tmp_
     )  # fmt: skip
     trainer.fit(module, datamodule)
     assert "SyncBatchNorm" not in scaling.count_norm_layers(module.net)
-    assert not module._channels_last
+    assert module._channels_last  # auto: NHWC is faster on CPU too (README "Scaling")
+    assert module.net.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert not hasattr(module.net, "_compiled_call_impl") or module.net._compiled_call_impl is None
     optimizer = trainer.optimizers[0]
     assert not optimizer.param_groups[0].get("fused")  # auto: fused only on CUDA
