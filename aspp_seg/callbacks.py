@@ -34,7 +34,13 @@ from aspp_seg.visualize import overlay, plot_confusion
 
 
 def denormalize(image: torch.Tensor) -> np.ndarray:
-    """3 x H x W ImageNet-normalised float tensor -> H x W x 3 uint8 RGB."""
+    """3 x H x W image tensor -> H x W x 3 uint8 RGB.
+
+    Takes uint8 RGB (what the data sets yield) as it is, and undoes the ImageNet
+    normalisation of a float tensor.
+    """
+    if image.dtype == torch.uint8:
+        return image.detach().cpu().permute(1, 2, 0).numpy()
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     rgb = (image.detach().cpu().float() * std + mean).clamp(0, 1) * 255

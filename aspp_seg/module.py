@@ -16,6 +16,7 @@ from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 
 from aspp_seg import models, scaling
 from aspp_seg.data.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
+from aspp_seg.data.transforms import normalize_images
 from aspp_seg.inference import Inference
 from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, save_results, scores
 
@@ -141,11 +142,26 @@ class SegmentationModule(LightningModule):
         self._fast_paths_applied = False
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H x W -> B x num_classes x H x W logits."""
-        return self.net(self._layout(images))["out"]
+        """B x 3 x H x W images -> B x num_classes x H x W logits.
 
-    def _layout(self, images: torch.Tensor) -> torch.Tensor:
-        return scaling.to_channels_last(images) if self._channels_last else images
+        Images are uint8 RGB (as the data modules yield them) or already normalised
+        float; see `prepare_images`.
+        """
+        return self.net(self.prepare_images(images))["out"]
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The net's input: uint8 images normalised (ImageNet mean/std) on their device,
+        in the net's memory format; float images are taken as normalised already."""
+        if self._channels_last:
+            images = scaling.to_channels_last(images)  # before widening: 1 byte per value
+        return normalize_images(images) if images.dtype == torch.uint8 else images
+
+    def on_after_batch_transfer(self, batch: object, dataloader_idx: int) -> object:
+        """Normalises a batch's uint8 images once they are on the device, so loaders and
+        the host-to-device copy move 1 byte per value instead of 4."""
+        if isinstance(batch, dict) and isinstance(batch.get("image"), torch.Tensor):
+            batch["image"] = self.prepare_images(batch["image"])
+        return batch
 
     def configure_model(self) -> None:
         """Applies the scale and speed switches once the devices are known (`aspp_seg.scaling`)."""
@@ -203,8 +219,8 @@ class SegmentationModule(LightningModule):
         self._eval_stride(True)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        outputs = self.net(self._layout(batch["image"]))
-        masks = batch["mask"]
+        outputs = self.net(self.prepare_images(batch["image"]))
+        masks = batch["mask"].long()  # uint8 from the loader; the loss wants int64
         loss = F.cross_entropy(outputs["out"], masks, ignore_index=IGNORE_INDEX)
         if "aux" in outputs:
             aux = F.cross_entropy(outputs["aux"], masks, ignore_index=IGNORE_INDEX)

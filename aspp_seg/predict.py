@@ -88,7 +88,7 @@ class ImageSource(Dataset):
         source: a file, a folder or a glob pattern (see `image_source`).
         transform: albumentations pipeline ending in ToTensorV2 (the evaluation one).
 
-    Items: ``{"image": 3 x h x w float, "name": str, "path": str, "size": int64[2]
+    Items: ``{"image": 3 x h x w uint8, "name": str, "path": str, "size": int64[2]
     (the file's H, W)}``.
     """
 

@@ -1,5 +1,6 @@
 """Augmentation presets: image and label stay aligned, padding is ignored, the
-class-balanced crop re-draws, and data workers draw different augmentations."""
+class-balanced crop re-draws, data workers draw different augmentations, and the
+on-device normalisation equals albumentations' Normalize."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from aspp_seg.data.datamodules import _seed_worker
 from aspp_seg.data.labels import IGNORE_INDEX
-from aspp_seg.data.transforms import RandomScaleCrop, train_transform
+from aspp_seg.data.transforms import (
+    RandomScaleCrop,
+    eval_transform,
+    normalize_images,
+    train_transform,
+)
 from aspp_seg.errors import ConfigError
 
 PALETTE = np.array(
@@ -178,3 +184,19 @@ def test_study_preset_crop_is_an_exact_slice_padded_with_ignore():
         np.testing.assert_array_equal(img[:, :w], image[y0 : y0 + 32])
         np.testing.assert_array_equal(lbl[:, :w], mask[y0 : y0 + 32])
         assert (lbl[:, w:] == 255).all() and (img[:, w:] == 0).all()
+
+
+def test_device_normalisation_equals_albumentations_normalize():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    mask = rng.integers(0, 19, (40, 70), dtype=np.uint8)
+    reference = eval_transform(normalize=True)(image=image, mask=mask)["image"]
+    raw = eval_transform()(image=image, mask=mask)["image"]
+    assert raw.dtype == torch.uint8 and reference.dtype == torch.float32
+    ours = normalize_images(raw[None])[0]
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+    nhwc = normalize_images(raw[None].contiguous(memory_format=torch.channels_last))
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(nhwc[0], reference, rtol=0, atol=1e-5)
+    with pytest.raises(TypeError, match="uint8"):
+        normalize_images(reference)

@@ -216,8 +216,8 @@ class CachedSegmentationDataset(Dataset):
         cache: an open `DecodedCache`.
         transform: called as ``transform(image=H x W x 3 uint8, mask=H x W uint8)``.
 
-    Items: ``{"image": 3 x H x W float, "mask": H x W int64 (255 = ignore), "name": str}``,
-    equal to those of `SegmentationDataset` on the same files.
+    Items: ``{"image": 3 x H x W uint8 RGB, "mask": H x W uint8 (255 = ignore), "name":
+    str}``, equal to those of `SegmentationDataset` on the same files.
     """
 
     def __init__(self, cache: DecodedCache, transform: Callable[..., dict]) -> None:
@@ -232,7 +232,7 @@ class CachedSegmentationDataset(Dataset):
         out = self.transform(image=image, mask=mask)
         return {
             "image": out["image"],
-            "mask": torch.as_tensor(np.asarray(out["mask"]), dtype=torch.long),
+            "mask": torch.as_tensor(np.asarray(out["mask"]), dtype=torch.uint8),
             "name": self.cache.entries[index]["name"],
         }
 

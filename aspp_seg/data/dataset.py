@@ -124,7 +124,8 @@ class SegmentationDataset(Dataset):
         transform: called as ``transform(image=H x W x 3 uint8, mask=H x W uint8)``
             (an albumentations pipeline ending in ToTensorV2).
 
-    Items: ``{"image": 3 x H x W float, "mask": H x W int64 (255 = ignore), "name": str}``.
+    Items: ``{"image": 3 x H x W uint8 RGB, "mask": H x W uint8 (255 = ignore), "name":
+    str}``; the model normalises images and widens masks on its device.
     """
 
     def __init__(self, samples: Sequence[Sample], transform: Callable[..., dict]) -> None:
@@ -145,6 +146,6 @@ class SegmentationDataset(Dataset):
         out = self.transform(image=image, mask=mask)
         return {
             "image": out["image"],
-            "mask": torch.as_tensor(np.asarray(out["mask"]), dtype=torch.long),
+            "mask": torch.as_tensor(np.asarray(out["mask"]), dtype=torch.uint8),
             "name": sample.image.name,
         }

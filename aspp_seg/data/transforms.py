@@ -10,6 +10,11 @@ Scale and crop are one step (`RandomScaleCrop`): the crop window is drawn in the
 original image and only that window is resized, so a 2x zoom of a 1024x2048 frame
 resizes a 256x512 window to 512x1024 instead of the whole frame to 2048x4096. Evaluation
 never crops.
+
+Pipelines end in uint8: images leave the data loader as 3 x H x W uint8 RGB and the
+model normalises them on its device (`normalize_images`, called by the
+LightningModule), as mmsegmentation's data preprocessor does. A float32 crop would be
+4x the bytes through worker processes, pinned memory and the host-to-device copy.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 
 from aspp_seg.data.labels import IGNORE_INDEX
@@ -29,6 +35,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 PRESETS = ("none", "deeplabv3")
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB images (... x 3 x H x W, 0-255) -> float32 with ImageNet mean and std.
+
+    Runs on the images' device and keeps their memory format (channels_last stays
+    channels_last). The same arithmetic as albumentations' ``Normalize`` on uint8.
+
+    Raises:
+        TypeError: for images that are not uint8 (already normalised, or scaled 0-1).
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalize_images needs uint8 images (0-255), got {images.dtype}")
+    shape = (3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(shape) * 255
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(shape) * 255
+    return images.float().sub_(mean).div_(std)
 
 
 class RandomScaleCrop(A.DualTransform):
@@ -199,7 +222,7 @@ def train_transform(
     cat_max_ratio: float = 1.0,
     flip: bool = True,
     color: bool = True,
-    normalize: bool = True,
+    normalize: bool = False,
 ) -> A.Compose:
     """Training pipeline of a preset (see the module docstring).
 
@@ -212,7 +235,8 @@ def train_transform(
         cat_max_ratio: ``deeplabv3``: class-balanced crop threshold; 1.0 = off.
         flip: ``deeplabv3``: random horizontal flip.
         color: ``deeplabv3``: photometric distortion.
-        normalize: ImageNet mean/std normalisation (off only for tests and benchmarks).
+        normalize: ImageNet mean/std normalisation in the pipeline (float32 out); off
+            by default: images stay uint8 and the model normalises them on its device.
     """
     if preset not in PRESETS:
         raise ConfigError(f"data.augment={preset!r} is not a preset; allowed: {PRESETS}")
@@ -233,6 +257,9 @@ def train_transform(
     return A.Compose(steps + _finish(normalize))
 
 
-def eval_transform(*, image_size: Sequence[int] | None = None, normalize: bool = True) -> A.Compose:
-    """Evaluation pipeline: optional resize, normalise; labels are never cropped."""
+def eval_transform(
+    *, image_size: Sequence[int] | None = None, normalize: bool = False
+) -> A.Compose:
+    """Evaluation pipeline: optional resize (and normalisation, see `train_transform`);
+    labels are never cropped."""
     return A.Compose(_resize(image_size) + _finish(normalize))
