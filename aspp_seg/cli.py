@@ -44,7 +44,9 @@ def lightning_cli(args: list[str], **kwargs) -> AsppSegCLI:
         auto_configure_optimizers=False,
         save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
-        args=args,
+        # the process's own command line: LightningCLI reads sys.argv itself, and warns
+        # on every run when given it a second time
+        args=None if args == sys.argv[1:] else args,
         **kwargs,
     )
 

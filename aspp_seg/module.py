@@ -17,6 +17,7 @@ from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 from aspp_seg import models, scaling
 from aspp_seg.data.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
 from aspp_seg.data.transforms import normalize_images
+from aspp_seg.errors import ConfigError
 from aspp_seg.inference import Inference
 from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, save_results, scores
 
@@ -57,6 +58,12 @@ class SegmentationModule(LightningModule):
         scheduler: called with the optimiser and the total number of training steps;
             stepped every iteration. Default: poly decay with power 0.9.
         aux_weight: weight of the auxiliary head's loss, when the net has one.
+        lr_scaling: how the optimizer's LR follows the global batch (per-device batch x
+            processes x gradient accumulation): ``none`` keeps it; ``linear`` (SGD,
+            Goyal et al. 2017) multiplies it by global / `lr_base_batch_size`;
+            ``sqrt`` (Adam-like) by the square root of that.
+        lr_base_batch_size: the global batch the configured LR was tuned for (the
+            study: 0.007 for 8 crops).
         eval_output_stride: output stride for validate / test / predict (the DeepLabv3
             protocol: train at 16, evaluate at 8 with the ASPP rates doubled); None keeps
             the trained stride. Training always runs at the net's own stride.
@@ -90,6 +97,8 @@ class SegmentationModule(LightningModule):
         optimizer: OptimizerFactory = study_sgd,
         scheduler: SchedulerFactory = poly_schedule,
         aux_weight: float = 0.4,
+        lr_scaling: str = "none",
+        lr_base_batch_size: int = 8,
         eval_output_stride: int | None = None,
         sync_batchnorm: bool | None = None,
         channels_last: bool | None = None,
@@ -123,6 +132,12 @@ class SegmentationModule(LightningModule):
             net.reset_classifier(num_classes)
         if eval_output_stride is not None:
             models.check_eval_output_stride(net, eval_output_stride)
+        if lr_scaling not in scaling.LR_RULES:
+            raise ConfigError(
+                f"model.lr_scaling={lr_scaling!r} is not a rule; allowed: {scaling.LR_RULES}"
+            )
+        if lr_base_batch_size < 1:
+            raise ConfigError(f"model.lr_base_batch_size={lr_base_batch_size} must be >= 1")
         self.net = net
         self.class_names = list(class_names)
         self.optimizer_factory = optimizer
@@ -302,6 +317,8 @@ class SegmentationModule(LightningModule):
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(self.parameters())
+        if self.hparams.lr_scaling != "none":
+            self._scale_lr(optimizer)
         if scaling.want(self.runtime["fused_optimizer"], device_type=self.device.type):
             optimizer = scaling.fuse_optimizer(optimizer)
         scheduler = self.scheduler_factory(optimizer, self.trainer.estimated_stepping_batches)
@@ -309,3 +326,33 @@ class SegmentationModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def global_batch_size(self) -> int:
+        """Crops per optimizer step over all processes: per-device batch x processes x
+        gradient accumulation.
+
+        Raises:
+            ConfigError: when the training data comes without a data module that has a
+                ``batch_size``.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None)
+        batch_size = getattr(datamodule, "batch_size", None)
+        if not isinstance(batch_size, int):
+            raise ConfigError(
+                "model.lr_scaling needs the batch size, but the training data has no data "
+                "module with a batch_size; set model.lr_scaling: none"
+            )
+        return batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def _scale_lr(self, optimizer: Optimizer) -> None:
+        """Every param group's LR scaled from `lr_base_batch_size` to the global batch."""
+        rule, base = self.hparams.lr_scaling, self.hparams.lr_base_batch_size
+        batch = self.global_batch_size()
+        for group in optimizer.param_groups:
+            group["lr"] = scaling.scaled_lr(
+                group["lr"], global_batch_size=batch, base_batch_size=base, rule=rule
+            )
+        rank_zero_info(
+            f"aspp-seg: LR {optimizer.param_groups[0]['lr']:.4g} ({rule} rule: the "
+            f"configured LR for {base} crops, scaled to a global batch of {batch})"
+        )

@@ -209,3 +209,25 @@ def test_module_normalises_uint8_batches_on_the_device(tiny_cityscapes):
     datamodule.setup("fit")
     loaded = next(iter(datamodule.train_dataloader()))
     assert loaded["image"].dtype == torch.uint8 and loaded["mask"].dtype == torch.uint8
+
+
+@pytest.mark.parametrize(("rule", "factor"), [("linear", 2.0), ("sqrt", math.sqrt(2)), ("none", 1)])
+def test_module_scales_the_lr_to_the_global_batch(tiny_cityscapes, tmp_path, rule, factor):
+    module = SegmentationModule(
+        _tiny_net(), num_classes=19, lr_scaling=rule, lr_base_batch_size=4,
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9),
+    )  # fmt: skip
+    datamodule = DemoDataModule(str(tiny_cityscapes), batch_size=4, num_workers=0)
+    trainer = Trainer(
+        accelerator="cpu", max_steps=1, accumulate_grad_batches=2, limit_val_batches=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(module, datamodule)  # global batch 4 x 1 process x 2 accumulated = 8
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.base_lrs[0] == pytest.approx(0.01 * factor)
+
+
+def test_unknown_lr_scaling_rule_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"model\.lr_scaling='cubic'.*allowed"):
+        SegmentationModule(_tiny_net(), num_classes=19, lr_scaling="cubic")
