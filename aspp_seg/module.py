@@ -166,17 +166,14 @@ class SegmentationModule(LightningModule):
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """The net's input: uint8 images normalised (ImageNet mean/std) on their device,
-        in the net's memory format; float images are taken as normalised already."""
+        in the net's memory format; float images are taken as normalised already.
+
+        Every step calls it first: batches stay uint8 through the loader workers and the
+        host-to-device copy (1 byte per value instead of 4).
+        """
         if self._channels_last:
             images = scaling.to_channels_last(images)  # before widening: 1 byte per value
         return normalize_images(images) if images.dtype == torch.uint8 else images
-
-    def on_after_batch_transfer(self, batch: object, dataloader_idx: int) -> object:
-        """Normalises a batch's uint8 images once they are on the device, so loaders and
-        the host-to-device copy move 1 byte per value instead of 4."""
-        if isinstance(batch, dict) and isinstance(batch.get("image"), torch.Tensor):
-            batch["image"] = self.prepare_images(batch["image"])
-        return batch
 
     def configure_model(self) -> None:
         """Applies the scale and speed switches once the devices are known (`aspp_seg.scaling`)."""
@@ -246,7 +243,7 @@ class SegmentationModule(LightningModule):
         return loss
 
     def _eval_step(self, batch: dict, confusion: nn.Module) -> None:
-        logits = self.inference(self, batch["image"])
+        logits = self.inference(self, self.prepare_images(batch["image"]))
         confusion.update(logits.argmax(1), batch["mask"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -258,7 +255,7 @@ class SegmentationModule(LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """``{"name": [str], "pred": B x H x W uint8}``, at the files' size when the batch
         says it (``size``: the images of a batch share one size)."""
-        logits = self.inference(self, batch["image"])
+        logits = self.inference(self, self.prepare_images(batch["image"]))
         if "size" in batch and tuple(batch["size"][0].tolist()) != tuple(logits.shape[-2:]):
             size = tuple(batch["size"][0].tolist())
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

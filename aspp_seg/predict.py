@@ -287,5 +287,7 @@ class PredictionWriter(BasePredictionWriter):
             self.written += 1
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        # each process wrote its own share of the images: the line gives their sum
+        written = trainer.strategy.reduce(torch.tensor(self.written), reduce_op="sum")
         if trainer.is_global_zero:
-            print(f"aspp-seg: wrote predictions of {self.written} images to {self.output_dir}")
+            print(f"aspp-seg: wrote predictions of {int(written)} images to {self.output_dir}")

@@ -125,3 +125,28 @@ def test_two_process_ddp_on_cpu_keeps_replicas_identical(tiny_cityscapes, tmp_pa
         if key.startswith("net.") and not key.endswith(buffers)
     ]
     assert param_digest(saved) == ranks[0]["params"]  # the checkpoint holds the trained weights
+
+    # Two processes predict a folder of 7 images (odd: no even split): every image is
+    # written, none twice (a padded sampler would repeat one; the line sums the ranks).
+    source = tmp_path / "predict_source"
+    source.mkdir()
+    for image in sorted((tiny_cityscapes / "leftImg8bit" / "val").rglob("*.png"))[:7]:
+        (source / image.name).write_bytes(image.read_bytes())
+    out = tmp_path / "predictions"
+    predict = [
+        sys.executable, "-m", "aspp_seg.cli", "predict",
+        "--config", str(REPO / "configs" / "demo.yaml"),
+        "--ckpt_path", str(runs[0] / "checkpoints" / "last.ckpt"),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+        "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+        "--data.init_args.root", str(tiny_cityscapes),
+        "--data.init_args.predict_source", str(source),
+        "--data.init_args.num_workers", "0",
+        "--model.net.init_args.channels", "16",
+        "--model.predict_dir", str(out),
+    ]  # fmt: skip
+    result = run_group(predict, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"wrote predictions of 7 images to {out}" in result.stdout
+    written = sorted(p.name for p in (out / "trainIds").iterdir())
+    assert written == sorted(p.name for p in source.iterdir())

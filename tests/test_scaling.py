@@ -198,13 +198,16 @@ def test_module_normalises_uint8_batches_on_the_device(tiny_cityscapes):
     module = SegmentationModule(_tiny_net(), num_classes=19).eval()
     images = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8)
     masks = torch.randint(0, 19, (2, 64, 96), dtype=torch.uint8)
-    batch = module.on_after_batch_transfer({"image": images, "mask": masks}, 0)
-    assert batch["image"].dtype == torch.float32 and batch["mask"] is masks
+    prepared = module.prepare_images(images)
+    assert prepared.dtype == torch.float32
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    torch.testing.assert_close(batch["image"], (images / 255 - mean) / std)
+    torch.testing.assert_close(prepared, (images / 255 - mean) / std)
+    assert module.prepare_images(prepared) is prepared  # float: taken as normalised
     with torch.no_grad():  # raw uint8 and normalised float input: the same logits
-        torch.testing.assert_close(module(images), module(batch["image"]))
+        torch.testing.assert_close(module(images), module(prepared))
+    module.val_confusion.update(torch.zeros_like(masks), masks)  # uint8 labels count too
+    assert module.val_confusion.compute().sum() == masks.numel()
     datamodule = DemoDataModule(str(tiny_cityscapes), batch_size=2, num_workers=0)
     datamodule.setup("fit")
     loaded = next(iter(datamodule.train_dataloader()))
