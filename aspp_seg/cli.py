@@ -35,8 +35,9 @@ class AsppSegCLI(LightningCLI):
         restore_metrics(self.trainer)  # the metrics of the run that `--ckpt_path last` resumes
 
 
-def lightning_cli(args: list[str], **kwargs) -> AsppSegCLI:
-    """Runs LightningCLI on `args` with aspp-seg's model and any LightningDataModule."""
+def lightning_cli(args: list[str] | None, **kwargs) -> AsppSegCLI:
+    """Runs LightningCLI on `args` (None: the process's command line) with aspp-seg's
+    model and any LightningDataModule."""
     return AsppSegCLI(
         SegmentationModule,
         LightningDataModule,
@@ -44,9 +45,7 @@ def lightning_cli(args: list[str], **kwargs) -> AsppSegCLI:
         auto_configure_optimizers=False,
         save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
-        # the process's own command line: LightningCLI reads sys.argv itself, and warns
-        # on every run when given it a second time
-        args=None if args == sys.argv[1:] else args,
+        args=args,
         **kwargs,
     )
 
@@ -71,16 +70,19 @@ def _one_line(error: BaseException) -> str:
     return " ".join(lines)
 
 
-def _run(args: list[str]) -> None:
+def _run(args: list[str] | None) -> None:
+    """Dispatches `args` (None: the process's command line, which LightningCLI then reads
+    itself; it warns on every run when given sys.argv a second time)."""
+    argv = sys.argv[1:] if args is None else args
     commands = discover()
-    if args and args[0] in commands:
-        commands[args[0]].main(args[1:])
+    if argv and argv[0] in commands:
+        commands[argv[0]].main(argv[1:])
         return
-    if args and args[0] not in ("-h", "--help"):
+    if argv and argv[0] not in ("-h", "--help"):
         lightning_cli(args)
         return
     try:
-        lightning_cli(args or ["--help"])
+        lightning_cli(args if argv else ["--help"])
     finally:
         if commands:
             width = max(map(len, commands))
@@ -92,7 +94,7 @@ def _run(args: list[str]) -> None:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `aspp-seg` console script."""
     try:
-        _run(sys.argv[1:] if args is None else list(args))
+        _run(None if args is None else list(args))
     except Exception as error:
         user_error = _user_error(error)
         if user_error is None:

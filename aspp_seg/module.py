@@ -195,12 +195,13 @@ class SegmentationModule(LightningModule):
             )
         if hp["grad_checkpointing"]:
             scaling.enable_grad_checkpointing(self.net)
+        auto = scaling.AUTO_DEVICES
         if scaling.want(
-            hp["channels_last"], device_type=device_type, auto_devices=scaling.CHANNELS_LAST_DEVICES
+            hp["channels_last"], device_type=device_type, auto_devices=auto["channels_last"]
         ):
             self.net = self.net.to(memory_format=torch.channels_last)
             self._channels_last = True
-        if scaling.want(hp["compile"], device_type=device_type):
+        if scaling.want(hp["compile"], device_type=device_type, auto_devices=auto["compile"]):
             scaling.compile_net(self.net, device_type=device_type)
 
     def _eval_stride(self, evaluating: bool) -> None:
@@ -316,7 +317,11 @@ class SegmentationModule(LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.hparams.lr_scaling != "none":
             self._scale_lr(optimizer)
-        if scaling.want(self.runtime["fused_optimizer"], device_type=self.device.type):
+        if scaling.want(
+            self.runtime["fused_optimizer"],
+            device_type=self.device.type,
+            auto_devices=scaling.AUTO_DEVICES["fused_optimizer"],
+        ):
             optimizer = scaling.fuse_optimizer(optimizer)
         scheduler = self.scheduler_factory(optimizer, self.trainer.estimated_stepping_batches)
         return {

@@ -55,22 +55,20 @@ from torch import nn
 
 from aspp_seg.data.labels import IGNORE_INDEX
 from aspp_seg.models import deeplabv3
-from aspp_seg.scaling import (
-    CHANNELS_LAST_DEVICES,
-    compile_support,
-    fuse_optimizer,
-    to_channels_last,
-    want,
-)
+from aspp_seg.scaling import AUTO_DEVICES, compile_support, fuse_optimizer, to_channels_last
 
 FAST_PATHS = ("channels_last", "bf16", "compile", "fused")
+MODEL_SWITCHES = {
+    "channels_last": "channels_last",
+    "compile": "compile",
+    "fused": "fused_optimizer",
+}
+"""Fast path here -> the `SegmentationModule` switch that applies it."""
 
 
 def automatic_paths(device_type: str) -> set[str]:
     """The fast paths `SegmentationModule` switches on by itself on `device_type`."""
-    paths = {"compile", "fused"} if want(None, device_type=device_type) else set()
-    if want(None, device_type=device_type, auto_devices=CHANNELS_LAST_DEVICES):
-        paths.add("channels_last")
+    paths = {path for path, switch in MODEL_SWITCHES.items() if device_type in AUTO_DEVICES[switch]}
     if "compile" in paths and compile_support(device_type):
         paths.remove("compile")  # the module falls back to eager too
     return paths
@@ -214,16 +212,19 @@ def measure_pair(
 ) -> dict[str, dict]:
     """Median step time, crops/s and peak memory per net, steps interleaved in rounds.
 
-    `paths` maps a net's name to its fast paths (a name not in it gets those of
-    ``ours`` when it starts with ``ours``, else those of ``torchvision``).
+    `paths` maps each net's name to its fast paths.
     """
     runners, peaks = {}, {}
     for name, build in builders.items():
         _reset_peak(device)
         torch.manual_seed(0)
-        own = paths.get(name, paths["ours" if name.startswith("ours") else "torchvision"])
         runners[name] = Runner(
-            build(), paths=own, device=device, batch=batch, size=size, num_classes=num_classes
+            build(),
+            paths=paths[name],
+            device=device,
+            batch=batch,
+            size=size,
+            num_classes=num_classes,
         )
         for _ in range(warmup):  # compile, cudnn autotuning, allocator warm-up
             runners[name].timed_step()
@@ -314,7 +315,10 @@ def main(
                 output_stride=8, num_classes=num_classes
             )
         for variant in variants:
-            paths = variant_paths(variant, dev.type)
+            per_kind = variant_paths(variant, dev.type)
+            paths = {
+                n: per_kind["ours" if n.startswith("ours") else "torchvision"] for n in builders
+            }
             load_before = os.getloadavg()[0]
             result = measure_pair(
                 builders, paths=paths, device=dev, batch=batch, size=(height, width),
@@ -352,9 +356,7 @@ def _row_lines(row: dict) -> str:
     lines = []
     for name, r in row["nets"].items():
         mem = "-" if r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.2f}"
-        own = row["paths"].get(
-            name, row["paths"]["ours" if name.startswith("ours") else "torchvision"]
-        )
+        own = row["paths"][name]
         lines.append(
             f"| {row['size']} | {row['batch']} | OS{row['output_stride']} "
             f"| {row['variant']}: {'+'.join(own)} "

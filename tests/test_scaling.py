@@ -21,6 +21,17 @@ def _tiny_net(**kwargs) -> nn.Module:
     return deeplabv3(num_classes=5, backbone="resnet18", pretrained=False, channels=8, **kwargs)
 
 
+def _fit(module, root, tmp_path, **trainer_kwargs) -> Trainer:
+    """Trains `module` on `root` (demo layout, batch 4) on CPU without logs or checkpoints."""
+    datamodule = DemoDataModule(str(root), batch_size=4, num_workers=0)
+    trainer = Trainer(
+        accelerator="cpu", limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, default_root_dir=tmp_path, **trainer_kwargs,
+    )  # fmt: skip
+    trainer.fit(module, datamodule)
+    return trainer
+
+
 @pytest.mark.parametrize(
     ("requested", "world_size", "device", "expected"),
     [
@@ -162,12 +173,7 @@ def test_module_on_cpu_keeps_plain_batchnorm_and_eager_net_in_channels_last(
     tiny_cityscapes, tmp_path
 ):
     module = SegmentationModule(_tiny_net(), num_classes=19)
-    datamodule = DemoDataModule(str(tiny_cityscapes), batch_size=4, num_workers=0)
-    trainer = Trainer(
-        accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
-    )  # fmt: skip
-    trainer.fit(module, datamodule)
+    trainer = _fit(module, tiny_cityscapes, tmp_path, max_steps=1)
     assert "SyncBatchNorm" not in scaling.count_norm_layers(module.net)
     assert module._channels_last  # auto: NHWC is faster on CPU too (README "Scaling")
     assert module.net.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
@@ -181,12 +187,7 @@ def test_module_switches_can_be_forced_on_cpu(tiny_cityscapes, tmp_path):
         _tiny_net(), num_classes=19, channels_last=True, fused_optimizer=True,
         grad_checkpointing=True,
     )  # fmt: skip
-    datamodule = DemoDataModule(str(tiny_cityscapes), batch_size=4, num_workers=0)
-    trainer = Trainer(
-        accelerator="cpu", max_steps=2, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
-    )  # fmt: skip
-    trainer.fit(module, datamodule)
+    trainer = _fit(module, tiny_cityscapes, tmp_path, max_steps=2)
     weight = module.net.backbone.body.conv1.weight
     assert weight.is_contiguous(memory_format=torch.channels_last)
     assert trainer.optimizers[0].param_groups[0]["fused"]
@@ -220,13 +221,8 @@ def test_module_scales_the_lr_to_the_global_batch(tiny_cityscapes, tmp_path, rul
         _tiny_net(), num_classes=19, lr_scaling=rule, lr_base_batch_size=4,
         optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9),
     )  # fmt: skip
-    datamodule = DemoDataModule(str(tiny_cityscapes), batch_size=4, num_workers=0)
-    trainer = Trainer(
-        accelerator="cpu", max_steps=1, accumulate_grad_batches=2, limit_val_batches=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        default_root_dir=tmp_path,
-    )  # fmt: skip
-    trainer.fit(module, datamodule)  # global batch 4 x 1 process x 2 accumulated = 8
+    # global batch 4 x 1 process x 2 accumulated = 8
+    trainer = _fit(module, tiny_cityscapes, tmp_path, max_steps=1, accumulate_grad_batches=2)
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.base_lrs[0] == pytest.approx(0.01 * factor)
 

@@ -19,6 +19,7 @@ LightningModule), as mmsegmentation's data preprocessor does. A float32 crop wou
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,10 +49,17 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     """
     if images.dtype != torch.uint8:
         raise TypeError(f"normalize_images needs uint8 images (0-255), got {images.dtype}")
-    shape = (3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(shape) * 255
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(shape) * 255
+    mean, std = _imagenet_stats(images.device)
     return images.float().sub_(mean).div_(std)
+
+
+@functools.cache
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """3 x 1 x 1 mean and std in 0-255 units on `device`, made once per device: building
+    them each step would be two blocking host-to-GPU copies in the training loop."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1) * 255
+    return mean, std
 
 
 class RandomScaleCrop(A.DualTransform):
