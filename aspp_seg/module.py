@@ -299,10 +299,16 @@ class SegmentationModule(LightningModule):
 
     def print_table(self, stage: str) -> None:
         """Prints the last per-class IoU table (rank zero only)."""
-        if self.last_result is None:
+        if self.last_result is None or not self.trainer.is_global_zero:
             return
         table = iou_markdown(self.last_result["iou"], self.last_result["miou"], self.class_names)
-        self.print(f"\n{stage} per-class IoU (%):\n{table}")
+        text = f"\n{stage} per-class IoU (%):\n{table}"
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            # at the end of fit the progress bars are closed, and Lightning's self.print
+            # writes through a progress bar only: it would drop the table
+            print(text, flush=True)
+        else:
+            self.print(text)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val", self.val_confusion)

@@ -31,6 +31,16 @@ def _tiny_args(root: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def test_fit_with_progress_bar_ends_with_the_iou_table(tiny_cityscapes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [*_tiny_args(tiny_cityscapes), "--trainer.max_epochs", "1", "--trainer.logger", "false"]
+    args[args.index("--trainer.enable_progress_bar") + 1] = "true"  # as users run it
+    result = _cli("fit", *args, "--trainer.callbacks", "[]", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "val per-class IoU (%):" in result.stdout
+    assert "| Road | Sidewalk |" in result.stdout
+
+
 def _iou_row(path: Path) -> dict:
     with path.open() as f:
         return next(csv.DictReader(f))
