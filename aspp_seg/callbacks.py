@@ -23,13 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer, callbacks
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+from aspp_seg.checkpoints import CHECKPOINT_KEY
 from aspp_seg.data.labels import CITYSCAPES_PALETTE, IGNORE_INDEX
 from aspp_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from aspp_seg.metrics import column_names
+from aspp_seg.module import labels_at_size
 from aspp_seg.visualize import overlay, plot_confusion
 
 
@@ -140,13 +142,21 @@ class SegmentationLogger(Callback):
             for index in fixed_indices(len(dataset), self.num_images):
                 item = dataset[index]
                 image = item["image"].unsqueeze(0).to(pl_module.device)
-                pred = pl_module(image).argmax(1)[0]
+                mask = torch.as_tensor(item["mask"])
+                # labels are scored at their files' size, which the image may not have
+                pred = labels_at_size(pl_module(image), {"mask": mask[None]})[0]
+                rgb = denormalize(item["image"])
+                if rgb.shape[:2] != tuple(mask.shape):
+                    from PIL import Image
+
+                    size = (mask.shape[1], mask.shape[0])
+                    rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
                 samples.append(
                     {
                         "name": str(item.get("name", index)),
-                        "image": denormalize(item["image"]),
+                        "image": rgb,
                         "pred": pred.cpu().numpy().astype(np.int64),
-                        "mask": torch.as_tensor(item["mask"]).numpy().astype(np.int64),
+                        "mask": mask.numpy().astype(np.int64),
                     }
                 )
         finally:
@@ -277,10 +287,42 @@ class SegmentationLogger(Callback):
             plot_confusion(counts, class_names, media / "confusion_val.png")
 
 
+class ModelCheckpoint(callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint whose ``last.ckpt`` is always the newest state.
+
+    Lightning 2.6 writes ``last.ckpt`` at the end of a validation only when a top-k
+    checkpoint was written at the same step: once the monitored score stops improving,
+    ``last.ckpt`` falls behind, and ``--ckpt_path last`` then resumes (or extends) an
+    older state and retrains steps that were already done. This subclass also writes it
+    after every other validation and when training ends.
+    """
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_last_if_behind(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._save_last_if_behind(trainer)
+
+    def _save_last_if_behind(self, trainer: Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class RunConfigCallback(SaveConfigCallback):
     """LightningCLI's config saver that also gives the resolved config to W&B and
     remembers the W&B run id in every checkpoint, so that ``--ckpt_path last`` resumes
     the same W&B run (see `aspp_seg.resume`)."""
+
+    _config_path: str | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.save_to_log_dir and not self.already_saved:
+            log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
+            if log_dir is not None:
+                self._config_path = str(Path(log_dir, self.config_filename).resolve())
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = self.config.as_dict() if hasattr(self.config, "as_dict") else dict(self.config)
@@ -291,13 +333,13 @@ class RunConfigCallback(SaveConfigCallback):
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict
     ) -> None:
+        own = checkpoint.setdefault(CHECKPOINT_KEY, {})
+        if self._config_path is not None:
+            own["config"] = self._config_path  # named when a checkpoint does not fit a config
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and logger.version is not None:
-                checkpoint.setdefault(CHECKPOINT_KEY, {})["wandb_id"] = str(logger.version)
+                own["wandb_id"] = str(logger.version)
 
-
-CHECKPOINT_KEY = "aspp_seg"
-"""Key of aspp-seg's own entries in a Lightning checkpoint (e.g. the W&B run id)."""
 
 _IMAGE_LOGGERS = ("WandbLogger", "TensorBoardLogger")
 

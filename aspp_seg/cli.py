@@ -9,6 +9,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
 from aspp_seg.callbacks import RunConfigCallback, add_segmentation_logger
+from aspp_seg.checkpoints import check_fits, is_file_path, read_checkpoint
 from aspp_seg.commands import discover
 from aspp_seg.determinism import check_deterministic
 from aspp_seg.errors import UserError
@@ -23,6 +24,15 @@ class AsppSegCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyperparameters here: check the file first,
+        # so a wrong --ckpt_path is one line, not a torch.load traceback
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if is_file_path(ckpt_path):
+            read_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         if self.subcommand in ("fit", "validate", "test", "predict"):
             # `--ckpt_path last`: the previous version's checkpoint, not the new folder's
@@ -30,9 +40,25 @@ class AsppSegCLI(LightningCLI):
             # W&B / TensorBoard runs get the IoU table, confusion matrix and overlays
             add_segmentation_logger(self.config[self.subcommand]["trainer"])
 
+    def _check_checkpoint(self) -> None:
+        """The checkpoint's tensors fit the configured net, or one line says which does not."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if is_file_path(ckpt_path):
+            check_fits(ckpt_path, read_checkpoint(ckpt_path), self.model)
+
     def before_fit(self) -> None:
+        self._check_checkpoint()
         check_deterministic(self.trainer)
         restore_metrics(self.trainer)  # the metrics of the run that `--ckpt_path last` resumes
+
+    def before_validate(self) -> None:
+        self._check_checkpoint()
+
+    def before_test(self) -> None:
+        self._check_checkpoint()
+
+    def before_predict(self) -> None:
+        self._check_checkpoint()
 
 
 def lightning_cli(args: list[str] | None, **kwargs) -> AsppSegCLI:

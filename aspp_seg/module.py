@@ -15,11 +15,13 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 
 from aspp_seg import models, scaling
+from aspp_seg.checkpoints import CHECKPOINT_KEY
 from aspp_seg.data.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
 from aspp_seg.data.transforms import normalize_images
 from aspp_seg.errors import ConfigError
 from aspp_seg.inference import Inference
 from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, save_results, scores
+from aspp_seg.schedules import SchedulerFactory, retarget
 
 INFERENCE_SETTINGS = (
     "inference", "window", "stride", "scales", "flip", "window_batch", "predict_dir",
@@ -33,7 +35,6 @@ RUNTIME_SETTINGS = (
 """Module arguments that say how to run on the hardware at hand, not what was trained."""
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
-SchedulerFactory = Callable[[Optimizer, int], LRScheduler]
 
 
 def study_sgd(params: Iterable[nn.Parameter]) -> Optimizer:
@@ -44,6 +45,40 @@ def study_sgd(params: Iterable[nn.Parameter]) -> Optimizer:
 def poly_schedule(optimizer: Optimizer, max_steps: int) -> LRScheduler:
     """The study's schedule, stepped per iteration: lr = base * (1 - i / max)^0.9."""
     return PolynomialLR(optimizer, total_iters=max_steps, power=0.9)
+
+
+def labels_at_size(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Predicted classes at each label file's own size, as the Cityscapes benchmark
+    scores: logits resized (bilinear, as `predict` writes them) before the argmax.
+
+    Args:
+        logits: B x C x h x w, at the size the images were evaluated at.
+        batch: ``mask`` B x H x W (labels at their files' size, padded with 255 to the
+            largest of the batch) and optionally ``label_size`` B x 2 (each label's H, W).
+
+    Returns:
+        B x H x W int64 classes; pixels outside a label's own size are 0 (their label
+        is 255, so they are not counted).
+    """
+    masks = batch["mask"]
+    sizes = batch.get("label_size")
+    if sizes is None:
+        sizes = torch.tensor([masks.shape[-2:]] * len(masks))
+    sizes = [tuple(int(v) for v in size) for size in sizes.tolist()]
+    if all(size == tuple(logits.shape[-2:]) for size in sizes):
+        return logits.argmax(1)
+    if len(set(sizes)) == 1 and sizes[0] == tuple(masks.shape[-2:]):
+        return _resize(logits, sizes[0]).argmax(1)
+    preds = torch.zeros(masks.shape, dtype=torch.long, device=logits.device)
+    for i, (height, width) in enumerate(sizes):
+        preds[i, :height, :width] = _resize(logits[i : i + 1], (height, width)).argmax(1)[0]
+    return preds
+
+
+def _resize(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(logits.shape[-2:]) == size:
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 class SegmentationModule(LightningModule):
@@ -155,6 +190,8 @@ class SegmentationModule(LightningModule):
         )
         self._channels_last = False
         self._fast_paths_applied = False
+        self._schedule_steps: int | None = None  # the total the scheduler was built for
+        self._restored_schedule: dict | None = None  # {"steps": m, "step": i} of a checkpoint
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W images -> B x num_classes x H x W logits.
@@ -245,7 +282,7 @@ class SegmentationModule(LightningModule):
 
     def _eval_step(self, batch: dict, confusion: nn.Module) -> None:
         logits = self.inference(self, self.prepare_images(batch["image"]))
-        confusion.update(logits.argmax(1), batch["mask"])
+        confusion.update(labels_at_size(logits, batch), batch["mask"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, self.val_confusion)
@@ -257,9 +294,8 @@ class SegmentationModule(LightningModule):
         """``{"name": [str], "pred": B x H x W uint8}``, at the files' size when the batch
         says it (``size``: the images of a batch share one size)."""
         logits = self.inference(self, self.prepare_images(batch["image"]))
-        if "size" in batch and tuple(batch["size"][0].tolist()) != tuple(logits.shape[-2:]):
-            size = tuple(batch["size"][0].tolist())
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        if "size" in batch:
+            logits = _resize(logits, tuple(batch["size"][0].tolist()))
         return {"name": batch["name"], "pred": logits.argmax(1).to(torch.uint8)}
 
     def configure_callbacks(self) -> list:
@@ -329,11 +365,49 @@ class SegmentationModule(LightningModule):
             auto_devices=scaling.AUTO_DEVICES["fused_optimizer"],
         ):
             optimizer = scaling.fuse_optimizer(optimizer)
-        scheduler = self.scheduler_factory(optimizer, self.trainer.estimated_stepping_batches)
+        total = int(self.trainer.estimated_stepping_batches)
+        self._check_run_length(total)
+        self._schedule_steps = total
+        scheduler = self.scheduler_factory(optimizer, total)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    # --- the schedule follows the run's length across resumes ---
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._schedule_steps is not None:
+            checkpoint.setdefault(CHECKPOINT_KEY, {})["schedule_steps"] = self._schedule_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        steps = (checkpoint.get(CHECKPOINT_KEY) or {}).get("schedule_steps")
+        if steps is None:  # checkpoints of older versions: the scheduler's own total
+            states = checkpoint.get("lr_schedulers") or [{}]
+            steps = states[0].get("total_iters")
+        self._restored_schedule = {
+            "steps": None if steps is None else int(steps),
+            "step": int(checkpoint.get("global_step", 0)),
+        }
+
+    def _check_run_length(self, total: int) -> None:
+        """A resumed run may be extended, not cut below the step it already reached."""
+        restored = self._restored_schedule
+        if restored is not None and total < restored["step"]:
+            raise ConfigError(
+                f"the checkpoint has trained {restored['step']} steps, more than the "
+                f"{total} that trainer.max_epochs={self.trainer.max_epochs} / "
+                f"trainer.max_steps={self.trainer.max_steps} give; set a longer run"
+            )
+
+    def on_train_start(self) -> None:
+        """Rebuilds the restored LR schedule when the run's length changed on resume."""
+        restored, total = self._restored_schedule, self._schedule_steps
+        if restored is None or restored["steps"] in (None, total):
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            config.scheduler = retarget(config.scheduler, self.scheduler_factory, total)
+        rank_zero_info(f"aspp-seg: LR schedule: {restored['steps']} -> {total} steps")
 
     def global_batch_size(self) -> int:
         """Crops per optimizer step over all processes: per-device batch x processes x

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from aspp_seg.callbacks import CHECKPOINT_KEY
+from aspp_seg.checkpoints import CHECKPOINT_KEY
 
 _FOLDER_LOGGERS = ("CSVLogger", "TensorBoardLogger")
 

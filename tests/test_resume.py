@@ -158,7 +158,7 @@ def _checkpoint(path: Path, **extra) -> Path:
 
 
 def test_last_continues_the_version_folder_and_the_wandb_run(tmp_path):
-    from aspp_seg.callbacks import CHECKPOINT_KEY
+    from aspp_seg.checkpoints import CHECKPOINT_KEY
     from aspp_seg.resume import resolve_last
 
     runs = tmp_path / "runs"
