@@ -120,3 +120,86 @@ def test_pair_histogram_equals_a_plain_bincount():
     expected = np.zeros((256, 256), dtype=np.int64)
     np.add.at(expected, (gt.ravel(), pred.ravel()), 1)
     np.testing.assert_array_equal(pair_histogram(gt, pred), expected)
+
+
+def test_metric_is_a_torchmetrics_jaccard_index_with_summed_counts():
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    metric = confusion_matrix_metric(3)
+    assert isinstance(metric, MulticlassJaccardIndex)
+    assert metric.ignore_index == 255 and not metric.validate_args
+    metric.update(torch.tensor([[0, 1, 2, 2]]), torch.tensor([[0, 1, 1, 255]]))
+    # what DDP does: every process's confmat gathered, then reduced with a sum
+    metric.sync(dist_sync_fn=lambda x, group=None: [x, 2 * x], distributed_available=lambda: True)
+    expected = torch.tensor([[1, 0, 0], [0, 1, 1], [0, 0, 0]])
+    assert torch.equal(metric.confmat, 3 * expected)
+
+
+def test_scores_equal_torchmetrics_reductions():
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    torch.manual_seed(1)
+    target = torch.randint(0, 6, (3, 20, 30))
+    target[target == 5] = 4  # class 5 absent from truth ...
+    target[:, :3] = 255
+    pred = torch.randint(0, 5, target.shape)  # ... and from predictions: NaN, not 0
+    metric = confusion_matrix_metric(6)
+    metric.update(pred, target)
+    result = scores(metric.compute())
+    np.testing.assert_allclose(result["iou"], metric.jaccard().numpy(), rtol=1e-6)
+    assert math.isnan(result["iou"][5])
+    macro = MulticlassJaccardIndex(6, average="macro", ignore_index=255)
+    macro.update(pred, target)
+    assert result["miou"] == pytest.approx(macro.compute().item(), rel=1e-6)
+
+
+def test_validate_args_checks_label_ranges():
+    metric = confusion_matrix_metric(3)
+    metric.update(torch.tensor([[7]]), torch.tensor([[0]]))  # hot path: no check
+    from aspp_seg.metrics import ConfusionMatrix
+
+    checked = ConfusionMatrix(3, validate_args=True)
+    with pytest.raises(ValueError, match="predictions"):
+        checked.update(torch.tensor([[3]]), torch.tensor([[0]]))
+    with pytest.raises(ValueError, match="targets"):
+        checked.update(torch.tensor([[0]]), torch.tensor([[4]]))
+    checked.update(torch.tensor([[0, 2]]), torch.tensor([[255, 2]]))
+    assert checked.compute()[2, 2] == 1
+    with pytest.raises(ValueError, match="num_classes"):
+        ConfusionMatrix(256)
+
+
+def test_iou_table_wide_rows_with_labels_and_signed_differences():
+    from aspp_seg.metrics import IoURow, iou_table
+
+    rows = [
+        IoURow([0.5, float("nan"), 0.25], labels=["DL-1", "this run"]),
+        IoURow([0.6, 0.7, None], labels=["", "study"]),
+        IoURow([-0.1, None, 0.05], labels=["", "difference"], signed=True),
+    ]
+    table = iou_table(rows, ["a", "b"], label_columns=["Method", "Source"])
+    assert table.splitlines() == [
+        "| Method | Source | a | b | mIoU |",
+        "|---|---|---|---|---|",
+        "| DL-1 | this run | 50.00 | - | 25.00 |",
+        "|  | study | 60.00 | 70.00 | - |",
+        "|  | difference | -10.00 | - | +5.00 |",
+    ]
+    with pytest.raises(ValueError, match="2 values for 3 columns"):
+        iou_table([IoURow([0.5, 0.5])], ["a", "b"])
+
+
+def test_iou_table_vertical():
+    from aspp_seg.metrics import IoURow, iou_table
+
+    table = iou_table([IoURow([0.5, float("nan"), 0.5])], ["a", "b"], vertical=True)
+    assert table.splitlines() == [
+        "| class | IoU (%) |",
+        "|---|---|",
+        "| a | 50.00 |",
+        "| b | - |",
+        "| mIoU | 50.00 |",
+    ]
+    assert iou_markdown([0.5, float("nan")], 0.5, ["a", "b"]) == (
+        "| a | b | mIoU |\n|---|---|---|\n| 50.00 | - | 50.00 |\n"
+    )
