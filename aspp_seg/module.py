@@ -16,10 +16,11 @@ from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 
 from aspp_seg import models, scaling
 from aspp_seg.checkpoints import CHECKPOINT_KEY
-from aspp_seg.data.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
+from aspp_seg.data.labels import CITYSCAPES_CLASSES
 from aspp_seg.data.transforms import normalize_images
 from aspp_seg.errors import ConfigError
 from aspp_seg.inference import Inference
+from aspp_seg.losses import CrossEntropyLoss
 from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, save_results, scores
 from aspp_seg.schedules import SchedulerFactory, retarget
 
@@ -89,6 +90,10 @@ class SegmentationModule(LightningModule):
             resized to `num_classes` if the two differ.
         num_classes: classes of the data set (linked from ``data.num_classes``).
         class_names: names for logs and tables (linked from ``data.class_names``).
+        loss: the training loss, called as ``loss(logits, target)`` on every output of
+            the net (B x C x H x W logits, B x H x W int64 targets, 255 = ignore); the
+            auxiliary output's loss is weighted by `aux_weight`. Default: cross-entropy
+            (`aspp_seg.losses`: also OHEM, Lovász-softmax and weighted sums).
         optimizer: called with the parameters; default: the study's SGD.
         scheduler: called with the optimiser and the total number of training steps;
             stepped every iteration. Default: poly decay with power 0.9.
@@ -129,6 +134,7 @@ class SegmentationModule(LightningModule):
         *,
         num_classes: int = 19,
         class_names: Sequence[str] = CITYSCAPES_CLASSES,
+        loss: nn.Module | None = None,
         optimizer: OptimizerFactory = study_sgd,
         scheduler: SchedulerFactory = poly_schedule,
         aux_weight: float = 0.4,
@@ -153,7 +159,7 @@ class SegmentationModule(LightningModule):
         # weights: left out of the checkpoint's hyperparameters, which LightningCLI would
         # otherwise apply over the command line when given --ckpt_path (so
         # `--model.inference slide` or `--model.eval_output_stride 8` would be lost).
-        self.save_hyperparameters(ignore=["net", *INFERENCE_SETTINGS, *RUNTIME_SETTINGS])
+        self.save_hyperparameters(ignore=["net", "loss", *INFERENCE_SETTINGS, *RUNTIME_SETTINGS])
         self.runtime = {
             "eval_output_stride": eval_output_stride,
             "sync_batchnorm": sync_batchnorm,
@@ -174,6 +180,7 @@ class SegmentationModule(LightningModule):
         if lr_base_batch_size < 1:
             raise ConfigError(f"model.lr_base_batch_size={lr_base_batch_size} must be >= 1")
         self.net = net
+        self.loss = CrossEntropyLoss() if loss is None else loss
         self.class_names = list(class_names)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -271,13 +278,13 @@ class SegmentationModule(LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         outputs = self.net(self.prepare_images(batch["image"]))
         masks = batch["mask"].long()  # uint8 from the loader; the loss wants int64
-        loss = F.cross_entropy(outputs["out"], masks, ignore_index=IGNORE_INDEX)
+        loss = self.loss(outputs["out"], masks)
         if "aux" in outputs:
-            aux = F.cross_entropy(outputs["aux"], masks, ignore_index=IGNORE_INDEX)
+            aux = self.loss(outputs["aux"], masks)
             self.log("train/aux_loss", aux)
             loss = loss + self.hparams.aux_weight * aux
+        # the LR is logged by Lightning's LearningRateMonitor (every config has one)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
     def _eval_step(self, batch: dict, confusion: nn.Module) -> None:

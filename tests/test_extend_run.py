@@ -31,7 +31,7 @@ def _fit(root: Path, *more: str) -> None:
 
 def _lr_rows(run: Path) -> dict[int, float]:
     with (run / "metrics.csv").open() as f:
-        rows = [(int(r["step"]), float(r["train/lr"])) for r in csv.DictReader(f) if r["train/lr"]]
+        rows = [(int(r["step"]), float(r["lr-SGD"])) for r in csv.DictReader(f) if r.get("lr-SGD")]
     return dict(rows)
 
 

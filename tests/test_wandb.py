@@ -109,7 +109,7 @@ def test_demo_run_writes_an_offline_wandb_run(tiny_cityscapes, tmp_path):
     history = _history(records)
     steps = [r["train/loss"] for r in history if "train/loss" in r]
     assert len(steps) == 8 and all(np.isfinite(steps))  # 16 frames / batch 4 x 2 epochs
-    assert any("train/lr" in r for r in history)
+    assert any("lr-SGD" in r for r in history)  # LearningRateMonitor
     val = [r for r in history if "val/mIoU" in r]
     assert len(val) == 2 and any("val/IoU/road" in r for r in val)
 
