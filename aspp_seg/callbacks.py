@@ -297,9 +297,17 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
     after every other validation and when training ends.
     """
 
+    # Lightning saves at the end of the training epoch or at the end of validation
+    # (`_should_save_on_train_epoch_end`); last.ckpt follows the same moment, after top-k.
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_behind(trainer)
+
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        self._save_last_if_behind(trainer)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_behind(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

@@ -13,6 +13,7 @@ from aspp_seg.checkpoints import check_fits, is_file_path, read_checkpoint
 from aspp_seg.commands import discover
 from aspp_seg.determinism import check_deterministic
 from aspp_seg.errors import UserError
+from aspp_seg.fast_paths import FastPaths
 from aspp_seg.module import SegmentationModule
 from aspp_seg.resume import resolve_last, restore_metrics
 
@@ -21,6 +22,9 @@ class AsppSegCLI(LightningCLI):
     """LightningCLI whose data module tells the model its classes."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        # how a step runs on the hardware at hand: a callback in every run, set under
+        # the config's top-level `fast_paths:` (see aspp_seg.fast_paths)
+        parser.add_lightning_class_args(FastPaths, "fast_paths")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 

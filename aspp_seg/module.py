@@ -29,12 +29,6 @@ INFERENCE_SETTINGS = (
 )  # fmt: skip
 """Module arguments that say how to run inference, not what was trained."""
 
-RUNTIME_SETTINGS = (
-    "eval_output_stride", "sync_batchnorm", "channels_last", "compile", "fused_optimizer",
-    "grad_checkpointing",
-)  # fmt: skip
-"""Module arguments that say how to run on the hardware at hand, not what was trained."""
-
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 
 
@@ -107,16 +101,8 @@ class SegmentationModule(LightningModule):
         eval_output_stride: output stride for validate / test / predict (the DeepLabv3
             protocol: train at 16, evaluate at 8 with the ASPP rates doubled); None keeps
             the trained stride. Training always runs at the net's own stride.
-        sync_batchnorm: SyncBatchNorm across processes; None (auto): on under
-            multi-process training on GPUs, plain BatchNorm on one device and on CPU.
-        channels_last: NHWC memory format for the net and its inputs; None (auto): on
-            CUDA and CPU (faster on both; see `aspp_seg.scaling`).
-        compile: ``torch.compile`` the net in place; None (auto): on CUDA when Triton
-            is installed, otherwise eager with a one-line reason.
-        fused_optimizer: rebuild the optimizer with ``fused=True``; None (auto): on CUDA.
-        grad_checkpointing: recompute backbone activations in the backward pass (less
-            memory, about a third more compute); for full-resolution OS8 training.
-        See `aspp_seg.scaling` and the README's "Scaling" section.
+        Hardware switches (SyncBatchNorm, channels_last, compile, fused optimizer,
+        gradient checkpointing) are not the task's: see `aspp_seg.fast_paths.FastPaths`.
         inference: how validate / test / predict compute logits: ``whole`` image or
             ``slide`` (sliding window); see `aspp_seg.inference.Inference`.
         window: (height, width) of a sliding window.
@@ -141,11 +127,6 @@ class SegmentationModule(LightningModule):
         lr_scaling: str = "none",
         lr_base_batch_size: int = 8,
         eval_output_stride: int | None = None,
-        sync_batchnorm: bool | None = None,
-        channels_last: bool | None = None,
-        compile: bool | None = None,
-        fused_optimizer: bool | None = None,
-        grad_checkpointing: bool = False,
         inference: str = "whole",
         window: tuple[int, int] = (512, 1024),
         stride: tuple[int, int] | None = None,
@@ -159,15 +140,8 @@ class SegmentationModule(LightningModule):
         # weights: left out of the checkpoint's hyperparameters, which LightningCLI would
         # otherwise apply over the command line when given --ckpt_path (so
         # `--model.inference slide` or `--model.eval_output_stride 8` would be lost).
-        self.save_hyperparameters(ignore=["net", "loss", *INFERENCE_SETTINGS, *RUNTIME_SETTINGS])
-        self.runtime = {
-            "eval_output_stride": eval_output_stride,
-            "sync_batchnorm": sync_batchnorm,
-            "channels_last": channels_last,
-            "compile": compile,
-            "fused_optimizer": fused_optimizer,
-            "grad_checkpointing": grad_checkpointing,
-        }
+        self.save_hyperparameters(ignore=["net", "loss", *INFERENCE_SETTINGS])
+        self.eval_output_stride = eval_output_stride
         self.predict_dir = predict_dir
         if getattr(net, "num_classes", num_classes) != num_classes:
             net.reset_classifier(num_classes)
@@ -195,8 +169,6 @@ class SegmentationModule(LightningModule):
             flip=flip,
             batch_size=window_batch,
         )
-        self._channels_last = False
-        self._fast_paths_applied = False
         self._schedule_steps: int | None = None  # the total the scheduler was built for
         self._restored_schedule: dict | None = None  # {"steps": m, "step": i} of a checkpoint
 
@@ -209,48 +181,17 @@ class SegmentationModule(LightningModule):
         return self.net(self.prepare_images(images))["out"]
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
-        """The net's input: uint8 images normalised (ImageNet mean/std) on their device,
-        in the net's memory format; float images are taken as normalised already.
+        """The net's input: uint8 images normalised (ImageNet mean/std) on their device;
+        float images are taken as normalised already.
 
         Every step calls it first: batches stay uint8 through the loader workers and the
         host-to-device copy (1 byte per value instead of 4).
         """
-        if self._channels_last:
-            images = scaling.to_channels_last(images)  # before widening: 1 byte per value
         return normalize_images(images) if images.dtype == torch.uint8 else images
-
-    def configure_model(self) -> None:
-        """Applies the scale and speed switches once the devices are known (`aspp_seg.scaling`)."""
-        if self._fast_paths_applied:
-            return
-        self._fast_paths_applied = True
-        hp = self.runtime
-        device_type = self.trainer.strategy.root_device.type
-        world_size = self.trainer.world_size
-        if scaling.use_sync_batchnorm(
-            hp["sync_batchnorm"], world_size=world_size, device_type=device_type
-        ):
-            self.net = scaling.convert_sync_batchnorm(self.net)
-            rank_zero_info(f"aspp-seg: SyncBatchNorm across {world_size} processes")
-        elif world_size > 1:
-            rank_zero_info(
-                f"aspp-seg: plain BatchNorm per process ({world_size} processes on "
-                f"{device_type}; SyncBatchNorm runs on GPUs only)"
-            )
-        if hp["grad_checkpointing"]:
-            scaling.enable_grad_checkpointing(self.net)
-        auto = scaling.AUTO_DEVICES
-        if scaling.want(
-            hp["channels_last"], device_type=device_type, auto_devices=auto["channels_last"]
-        ):
-            self.net = self.net.to(memory_format=torch.channels_last)
-            self._channels_last = True
-        if scaling.want(hp["compile"], device_type=device_type, auto_devices=auto["compile"]):
-            scaling.compile_net(self.net, device_type=device_type)
 
     def _eval_stride(self, evaluating: bool) -> None:
         """Switches the net to ``eval_output_stride`` for evaluation, and back for training."""
-        stride = self.runtime["eval_output_stride"]
+        stride = self.eval_output_stride
         if stride is not None:
             trained = self.net.base_output_stride
             models.set_output_stride(self.net, stride if evaluating else trained)
@@ -366,12 +307,6 @@ class SegmentationModule(LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.hparams.lr_scaling != "none":
             self._scale_lr(optimizer)
-        if scaling.want(
-            self.runtime["fused_optimizer"],
-            device_type=self.device.type,
-            auto_devices=scaling.AUTO_DEVICES["fused_optimizer"],
-        ):
-            optimizer = scaling.fuse_optimizer(optimizer)
         total = int(self.trainer.estimated_stepping_batches)
         self._check_run_length(total)
         self._schedule_steps = total

@@ -68,7 +68,7 @@ def use_sync_batchnorm(requested: bool | None, *, world_size: int, device_type: 
     """Whether to swap BatchNorm for SyncBatchNorm.
 
     Args:
-        requested: ``model.sync_batchnorm``; None: on when ``world_size > 1`` and the
+        requested: ``fast_paths.sync_batchnorm``; None: on when ``world_size > 1`` and the
             devices support it.
         world_size: number of training processes (devices x nodes).
         device_type: ``cuda``, ``cpu``, ...
@@ -81,7 +81,7 @@ def use_sync_batchnorm(requested: bool | None, *, world_size: int, device_type: 
         return world_size > 1 and supported
     if requested and not supported and world_size > 1:
         raise ConfigError(
-            f"model.sync_batchnorm=true needs GPUs, but training runs on {device_type!r} "
+            f"fast_paths.sync_batchnorm=true needs GPUs, but training runs on {device_type!r} "
             "(PyTorch's SyncBatchNorm has no CPU kernel); allowed there: null (auto) or false"
         )
     return requested and world_size > 1
@@ -145,7 +145,7 @@ def compile_net(net: nn.Module, *, device_type: str, mode: str | None = None) ->
     """
     reason = compile_support(device_type)
     if reason is not None:
-        log.warning("aspp-seg: model.compile: running eager because %s", reason)
+        log.warning("aspp-seg: fast_paths.compile: running eager because %s", reason)
         return False
     import torch._dynamo
 
@@ -174,7 +174,7 @@ def enable_grad_checkpointing(net: nn.Module) -> int:
             switched += 1
     if not switched:
         raise ConfigError(
-            f"model.grad_checkpointing=true, but {type(net).__name__} has no module with "
+            f"fast_paths.grad_checkpointing=true, but {type(net).__name__} has no module with "
             "set_grad_checkpointing (timm backbones have it); set it to false"
         )
     return switched

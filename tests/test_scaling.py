@@ -13,6 +13,7 @@ from torch import nn
 from aspp_seg import scaling
 from aspp_seg.data.datamodules import DemoDataModule
 from aspp_seg.errors import ConfigError
+from aspp_seg.fast_paths import FastPaths
 from aspp_seg.models import deeplabv3
 from aspp_seg.module import SegmentationModule
 
@@ -21,12 +22,14 @@ def _tiny_net(**kwargs) -> nn.Module:
     return deeplabv3(num_classes=5, backbone="resnet18", pretrained=False, channels=8, **kwargs)
 
 
-def _fit(module, root, tmp_path, **trainer_kwargs) -> Trainer:
-    """Trains `module` on `root` (demo layout, batch 4) on CPU without logs or checkpoints."""
+def _fit(module, root, tmp_path, fast_paths=None, **trainer_kwargs) -> Trainer:
+    """Trains `module` on `root` (demo layout, batch 4) on CPU without logs or checkpoints,
+    with the `FastPaths` callback that `aspp-seg` adds to every run."""
     datamodule = DemoDataModule(str(root), batch_size=4, num_workers=0)
     trainer = Trainer(
         accelerator="cpu", limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, default_root_dir=tmp_path, **trainer_kwargs,
+        enable_progress_bar=False, default_root_dir=tmp_path,
+        callbacks=[fast_paths or FastPaths()], **trainer_kwargs,
     )  # fmt: skip
     trainer.fit(module, datamodule)
     return trainer
@@ -175,7 +178,7 @@ def test_module_on_cpu_keeps_plain_batchnorm_and_eager_net_in_channels_last(
     module = SegmentationModule(_tiny_net(), num_classes=19)
     trainer = _fit(module, tiny_cityscapes, tmp_path, max_steps=1)
     assert "SyncBatchNorm" not in scaling.count_norm_layers(module.net)
-    assert module._channels_last  # auto: NHWC is faster on CPU too (README "Scaling")
+    assert trainer.callbacks[0]._channels_last_inputs  # auto: NHWC faster on CPU too
     assert module.net.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert not hasattr(module.net, "_compiled_call_impl") or module.net._compiled_call_impl is None
     optimizer = trainer.optimizers[0]
@@ -183,11 +186,9 @@ def test_module_on_cpu_keeps_plain_batchnorm_and_eager_net_in_channels_last(
 
 
 def test_module_switches_can_be_forced_on_cpu(tiny_cityscapes, tmp_path):
-    module = SegmentationModule(
-        _tiny_net(), num_classes=19, channels_last=True, fused_optimizer=True,
-        grad_checkpointing=True,
-    )  # fmt: skip
-    trainer = _fit(module, tiny_cityscapes, tmp_path, max_steps=2)
+    module = SegmentationModule(_tiny_net(), num_classes=19)
+    switches = FastPaths(channels_last=True, fused_optimizer=True, grad_checkpointing=True)
+    trainer = _fit(module, tiny_cityscapes, tmp_path, fast_paths=switches, max_steps=2)
     weight = module.net.backbone.body.conv1.weight
     assert weight.is_contiguous(memory_format=torch.channels_last)
     assert trainer.optimizers[0].param_groups[0]["fused"]
