@@ -170,5 +170,18 @@ def test_size_mismatch_is_named(tmp_path):
 
 def test_every_format_has_consistent_tables():
     for fmt in FORMATS.values():
-        assert fmt.gt_lut.shape == fmt.pred_lut.shape == (256,)
-        assert set(fmt.gt_lut[sorted(fmt.gt_valid)]) <= set(range(len(fmt.class_names))) | {255}
+        assert fmt.truth.lut.shape == fmt.prediction.lut.shape == (256,)
+        valid = np.flatnonzero(fmt.truth.valid)
+        assert set(fmt.truth.lut[valid]) <= set(range(len(fmt.class_names))) | {255}
+
+
+def test_formats_decode_with_the_data_modules_encodings(tmp_path):
+    """Scores and training read label files through the same `LabelEncoding` objects."""
+    from aspp_seg.data import CamVidDataModule, CityscapesDataModule
+    from aspp_seg.data.labels import CITYSCAPES_ENCODINGS
+
+    assert FORMATS["cityscapes"].truth is CITYSCAPES_ENCODINGS["labelIds"]
+    assert FORMATS["trainid"].truth is CITYSCAPES_ENCODINGS["labelTrainIds"]
+    assert FORMATS["camvid"].truth is CamVidDataModule.encoding
+    assert FORMATS["cityscapes"].class_names == tuple(CityscapesDataModule.class_names)
+    assert FORMATS["camvid"].class_names == tuple(CamVidDataModule.class_names)

@@ -9,8 +9,9 @@ folders) and go through the same `aspp_seg.metrics.scores` as validation and tes
     aspp-seg evaluate --gt valannot --pred preds --format camvid --out eval/
 
 Each file pair is counted as one 256 x 256 histogram of raw (truth, prediction)
-values, read in parallel threads; the label encoding (labelIds, trainIds, CamVid) is
-applied once to the summed histogram, which also tells which values a file holds.
+values, read in parallel threads; the label encoding (labelIds, trainIds, CamVid: the
+data modules' own `LabelEncoding`s) is applied once to the summed histogram, which
+also tells which values a file holds.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ from jsonargparse import ArgumentParser
 from aspp_seg.data.io import read_label
 from aspp_seg.data.labels import (
     CAMVID_CLASSES,
+    CAMVID_ENCODING,
     CITYSCAPES_CLASSES,
+    CITYSCAPES_LABEL_IDS,
+    CITYSCAPES_TRAIN_IDS,
     IGNORE_INDEX,
-    LABEL_ID_TO_TRAIN_ID,
-    VALID_LABEL_IDS,
+    LabelEncoding,
+    guess_cityscapes_kind,
 )
 from aspp_seg.errors import DataError
 from aspp_seg.metrics import iou_markdown, pair_histogram, reduce_histogram, save_results, scores
@@ -62,76 +66,64 @@ def stem_key(path: Path) -> str:
     return stem
 
 
-def _lut(mapping: dict[int, int], default: int) -> np.ndarray:
-    lut = np.full(256, default, dtype=np.uint8)
-    for raw, cls in mapping.items():
-        lut[raw] = cls
-    return lut
+def _also_void(encoding: LabelEncoding, value: int = IGNORE_INDEX) -> LabelEncoding:
+    """`encoding` that also accepts `value` (scored as a void prediction)."""
+    valid = encoding.valid.copy()
+    valid[value] = True
+    lut = encoding.lut.copy()
+    lut[value] = IGNORE_INDEX
+    return LabelEncoding(encoding.name, lut, valid, f"{encoding.allowed}, {value} (void)")
 
 
 @dataclass(frozen=True)
-class LabelFormat:
-    """How one kind of label file encodes classes.
+class EvalFormat:
+    """One ``--format``: which files to pair and the `LabelEncoding`s that decode them,
+    the same objects the data modules train with (`aspp_seg.data.labels`).
 
     Attributes:
         name: the ``--format`` value.
         class_names: the C evaluated classes.
-        gt_lut: raw ground-truth value -> class (255: ignored).
-        pred_lut: raw predicted value -> class (>= C: void).
-        gt_valid: raw values a ground-truth file may hold.
-        pred_valid: raw values a prediction may hold.
+        truth: encoding of the ground-truth files (value -> class, 255: ignored).
+        prediction: encoding of the predictions (value -> class, 255: void).
         gt_glob: ground-truth files under ``--gt`` (recursive).
         key: file -> the name that pairs truth and prediction.
-        hint: what to say when a file holds values of another format.
     """
 
     name: str
     class_names: tuple[str, ...]
-    gt_lut: np.ndarray
-    pred_lut: np.ndarray
-    gt_valid: frozenset[int]
-    pred_valid: frozenset[int]
+    truth: LabelEncoding
+    prediction: LabelEncoding
     gt_glob: str
     key: Callable[[Path], str]
-    hint: str
 
 
-_TRAIN_IDS = frozenset(range(len(CITYSCAPES_CLASSES)))
-FORMATS: dict[str, LabelFormat] = {
-    "cityscapes": LabelFormat(
+FORMATS: dict[str, EvalFormat] = {
+    "cityscapes": EvalFormat(
         name="cityscapes",
         class_names=CITYSCAPES_CLASSES,
-        gt_lut=LABEL_ID_TO_TRAIN_ID,
-        pred_lut=LABEL_ID_TO_TRAIN_ID,
-        gt_valid=VALID_LABEL_IDS,
-        pred_valid=VALID_LABEL_IDS,
+        truth=CITYSCAPES_LABEL_IDS,
+        prediction=CITYSCAPES_LABEL_IDS,
         gt_glob="*_gtFine_labelIds.png",
         key=cityscapes_key,
-        hint="Cityscapes labelIds (0..33); trainId files (0..18, 255) need --format trainid",
     ),
-    "trainid": LabelFormat(
+    "trainid": EvalFormat(
         name="trainid",
         class_names=CITYSCAPES_CLASSES,
-        gt_lut=_lut({i: i for i in _TRAIN_IDS}, IGNORE_INDEX),
-        pred_lut=_lut({i: i for i in _TRAIN_IDS}, IGNORE_INDEX),
-        gt_valid=_TRAIN_IDS | {IGNORE_INDEX},
-        pred_valid=_TRAIN_IDS | {IGNORE_INDEX},
+        truth=CITYSCAPES_TRAIN_IDS,
+        prediction=CITYSCAPES_TRAIN_IDS,
         gt_glob="*.png",
         key=stem_key,
-        hint="Cityscapes trainIds (0..18, 255 = ignore); labelId files need --format cityscapes",
     ),
-    "camvid": LabelFormat(
+    "camvid": EvalFormat(
         name="camvid",
         class_names=CAMVID_CLASSES,
-        gt_lut=_lut({i: i for i in range(len(CAMVID_CLASSES))}, IGNORE_INDEX),
-        pred_lut=_lut({i: i for i in range(len(CAMVID_CLASSES))}, IGNORE_INDEX),
-        gt_valid=frozenset(range(len(CAMVID_CLASSES) + 1)),
-        pred_valid=frozenset(range(len(CAMVID_CLASSES) + 1)) | {IGNORE_INDEX},
+        truth=CAMVID_ENCODING,
+        prediction=_also_void(CAMVID_ENCODING),
         gt_glob="*.png",
         key=stem_key,
-        hint="CamVid labels (0..10, 11 = void)",
     ),
 }
+_FORMAT_OF_KIND = {CITYSCAPES_LABEL_IDS.name: "cityscapes", CITYSCAPES_TRAIN_IDS.name: "trainid"}
 
 
 def _index(folder: Path, pattern: str, key: Callable[[Path], str], what: str) -> dict:
@@ -145,7 +137,7 @@ def _index(folder: Path, pattern: str, key: Callable[[Path], str], what: str) ->
 
 
 def match_files(
-    gt_dir: str | Path, pred_dir: str | Path, fmt: LabelFormat
+    gt_dir: str | Path, pred_dir: str | Path, fmt: EvalFormat
 ) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """Pairs every ground-truth file with its prediction.
 
@@ -180,16 +172,20 @@ def match_files(
     return [(gt[name], pred[name]) for name in sorted(gt)], extra
 
 
-def _check(path: Path, counts: np.ndarray, valid: frozenset[int], fmt: LabelFormat) -> None:
-    bad = sorted(set(np.flatnonzero(counts).tolist()) - valid)
+def _check(path: Path, counts: np.ndarray, encoding: LabelEncoding, fmt: EvalFormat) -> None:
+    present = counts > 0
+    bad = np.flatnonzero(present & ~encoding.valid).tolist()
     if bad:
         shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+        other = _FORMAT_OF_KIND.get(guess_cityscapes_kind(present))
+        hint = f"; it looks like --format {other}" if other and other != fmt.name else ""
         raise DataError(
-            f"{path} holds values {shown}, not valid for --format {fmt.name}: expected {fmt.hint}"
+            f"{path} holds values {shown}, not valid for --format {fmt.name}: expected "
+            f"{encoding.name} ({encoding.allowed}){hint}"
         )
 
 
-def _pair(gt_path: Path, pred_path: Path, fmt: LabelFormat) -> np.ndarray:
+def _pair(gt_path: Path, pred_path: Path, fmt: EvalFormat) -> np.ndarray:
     gt, pred = read_label(gt_path), read_label(pred_path)
     if gt.shape != pred.shape:
         raise DataError(
@@ -197,13 +193,13 @@ def _pair(gt_path: Path, pred_path: Path, fmt: LabelFormat) -> np.ndarray:
             f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}"
         )
     histogram = pair_histogram(gt, pred)
-    _check(gt_path, histogram.sum(1), fmt.gt_valid, fmt)
-    _check(pred_path, histogram.sum(0), fmt.pred_valid, fmt)
+    _check(gt_path, histogram.sum(1), fmt.truth, fmt)
+    _check(pred_path, histogram.sum(0), fmt.prediction, fmt)
     return histogram
 
 
 def evaluate_pairs(
-    pairs: Sequence[tuple[Path, Path]], fmt: LabelFormat, *, workers: int | None = None
+    pairs: Sequence[tuple[Path, Path]], fmt: EvalFormat, *, workers: int | None = None
 ) -> tuple[dict, np.ndarray]:
     """Scores matched (ground truth, prediction) files.
 
@@ -221,7 +217,7 @@ def evaluate_pairs(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for histogram in pool.map(lambda pair: _pair(*pair, fmt), pairs):
             total += histogram
-    confusion = reduce_histogram(total, fmt.gt_lut, fmt.pred_lut, len(fmt.class_names))
+    confusion = reduce_histogram(total, fmt.truth.lut, fmt.prediction.lut, len(fmt.class_names))
     return scores(confusion), confusion
 
 

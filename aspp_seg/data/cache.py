@@ -26,10 +26,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from aspp_seg.data.dataset import Sample, load_sample
+from aspp_seg.data.dataset import Sample, load_sample, make_item
 from aspp_seg.errors import DataError
 
 FORMAT_VERSION = 1
@@ -215,32 +214,46 @@ class CachedSegmentationDataset(Dataset):
     Args:
         cache: an open `DecodedCache`.
         transform: called as ``transform(image=H x W x 3 uint8, mask=H x W uint8)``.
+        label_at_file_size: evaluation: the mask skips `transform` and keeps the
+            file's size (see `aspp_seg.data.dataset.make_item`).
 
-    Items: ``{"image": 3 x H x W uint8 RGB, "mask": H x W uint8 (255 = ignore), "name":
-    str}``, equal to those of `SegmentationDataset` on the same files.
+    Items: equal to those of `SegmentationDataset` on the same files.
     """
 
-    def __init__(self, cache: DecodedCache, transform: Callable[..., dict]) -> None:
+    def __init__(
+        self,
+        cache: DecodedCache,
+        transform: Callable[..., dict],
+        *,
+        label_at_file_size: bool = False,
+    ) -> None:
         self.cache = cache
         self.transform = transform
+        self.label_at_file_size = label_at_file_size
 
     def __len__(self) -> int:
         return len(self.cache)
 
     def __getitem__(self, index: int) -> dict:
         image, mask = self.cache.read(index)
-        out = self.transform(image=image, mask=mask)
-        return {
-            "image": out["image"],
-            "mask": torch.as_tensor(np.asarray(out["mask"]), dtype=torch.uint8),
-            "name": self.cache.entries[index]["name"],
-        }
+        return make_item(
+            image,
+            mask,
+            self.cache.entries[index]["name"],
+            self.transform,
+            label_at_file_size=self.label_at_file_size,
+        )
 
 
 def cached_dataset(
-    cache_dir: str | Path, role: str, samples: Sequence[Sample], transform: Callable[..., dict]
+    cache_dir: str | Path,
+    role: str,
+    samples: Sequence[Sample],
+    transform: Callable[..., dict],
+    *,
+    label_at_file_size: bool = False,
 ) -> CachedSegmentationDataset:
     """The cached data set of `role` (``train``, ``val``, ``test``), checked against `samples`."""
     cache = DecodedCache(Path(cache_dir) / role)
     cache.check(samples)
-    return CachedSegmentationDataset(cache, transform)
+    return CachedSegmentationDataset(cache, transform, label_at_file_size=label_at_file_size)

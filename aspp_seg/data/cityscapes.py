@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import albumentations as A
-
 from aspp_seg.data.dataset import (
     EMPTY_SPLIT,
     MISSING_FOLDER,
@@ -19,7 +17,6 @@ from aspp_seg.data.dataset import (
     Problem,
     Sample,
     Scan,
-    SegmentationDataset,
 )
 from aspp_seg.data.labels import CITYSCAPES_ENCODINGS
 from aspp_seg.errors import ConfigError
@@ -119,35 +116,3 @@ def find_samples(
             without its image, or empty split.
     """
     return scan_split(root, split, annotation=annotation, label_kind=label_kind).raise_first()
-
-
-def find_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
-    """(image, label) paths of a split, sorted; every image must have its label."""
-    return [(s.image, s.label) for s in find_samples(root, split)]
-
-
-class CityscapesDataset(SegmentationDataset):
-    """Cityscapes frames with labels as the 19 trainIds (255 = ignore).
-
-    Args:
-        root: folder holding ``leftImg8bit/`` and ``gtFine/``.
-        split: one of `SPLITS`.
-        transform: albumentations pipeline ending in ToTensorV2.
-        annotation: ``gtFine`` or ``gtCoarse``.
-        label_kind: one of `LABEL_KINDS`.
-
-    Items: ``{"image": 3 x H x W float, "mask": H x W int64 (255 = ignore), "name": str}``.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str,
-        transform: A.Compose,
-        *,
-        annotation: str = "gtFine",
-        label_kind: str = "auto",
-    ) -> None:
-        super().__init__(
-            find_samples(root, split, annotation=annotation, label_kind=label_kind), transform
-        )

@@ -1,9 +1,30 @@
 """LightningDataModules: Cityscapes, the synthetic demo, CamVid and image/mask folders.
 
-All share `SegmentationDataModule`: a layout scanner per split (`scan`), the layout
-checked in ``__init__`` (before any model is built), the cheap per-file checks on
-every read, augmentation presets from `aspp_seg.data.transforms`, and evaluation
-loaders that count every image once under DDP (`UnpaddedDistributedSampler`).
+All share `SegmentationDataModule`: its constructor holds the loader and augmentation
+settings (written once; subclasses take them as ``**kwargs``, which LightningCLI
+resolves from this signature, so every one is settable in YAML and shown by
+``--print_config``), checks them, and checks the layout in ``__init__`` (before any
+model is built). A data set adds one thing: `scan`, which pairs images with labels and
+names their `LabelEncoding`. Also shared: the cheap per-file checks on every read,
+augmentation presets from `aspp_seg.data.transforms`, and evaluation loaders that
+score at each label file's own size and count every image once under DDP
+(`UnpaddedDistributedSampler`).
+
+A new data set, e.g. in ``my_data.py``::
+
+    class MyDataModule(SegmentationDataModule):
+        class_names = ("background", "thing")
+
+        def __init__(self, root: str, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.root = Path(root)
+            self._check_on_init()
+
+        def scan(self, split: str) -> Scan:
+            return scan_folders(self.root / split / "images", self.root / split / "masks",
+                                encoding=LabelEncoding.indices("MyData", 2, ignore=[255]))
+
+and ``data: {class_path: my_data.MyDataModule, init_args: {root: ...}}`` in YAML.
 """
 
 from __future__ import annotations
@@ -21,7 +42,7 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from aspp_seg.data.cache import cached_dataset
 from aspp_seg.data.cityscapes import scan_split
-from aspp_seg.data.dataset import Scan, SegmentationDataset, load_sample
+from aspp_seg.data.dataset import Scan, SegmentationDataset, collate_eval, load_sample
 from aspp_seg.data.folder import load_class_table, scan_folders
 from aspp_seg.data.labels import (
     CAMVID_CLASSES,
@@ -30,8 +51,14 @@ from aspp_seg.data.labels import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
 )
+from aspp_seg.data.predict_source import predict_loader
 from aspp_seg.data.sampler import UnpaddedDistributedSampler
-from aspp_seg.data.synthetic import generate_demo_cityscapes, is_generated
+from aspp_seg.data.synthetic import (
+    check_demo_root,
+    check_settings,
+    ensure_demo,
+    settings_to_generate,
+)
 from aspp_seg.data.transforms import eval_transform, train_transform
 from aspp_seg.errors import ConfigError
 from aspp_seg.scaling import per_device_batch_size
@@ -69,17 +96,37 @@ def auto_num_workers(devices_per_node: int) -> int:
     return max(1, min(8, (cores or 1) // max(1, devices_per_node)))
 
 
+def _check_count(name: str, value: object, *, minimum: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or null" if optional else "")
+        raise ConfigError(f"data.{name}={value!r} must be {allowed}")
+
+
+def _check_size(name: str, value: object) -> None:
+    if value is None:
+        return
+    ok = isinstance(value, Sequence) and len(value) == 2
+    if not ok or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        shown = list(value) if isinstance(value, Sequence) else value
+        raise ConfigError(
+            f"data.{name}={shown!r} must be [height, width], two integers >= 1, or null"
+        )
+
+
 class SegmentationDataModule(LightningDataModule):
     """What every aspp-seg data module shares; subclasses say where a split's files are.
 
     Args:
-        batch_size: training images per device and step.
-        val_batch_size: images per device in validation, test and predict.
-        num_workers: data-loading processes per device; None (auto): the CPU cores this
-            process may use, shared by the devices of the node, at most 8.
+        batch_size: training images per device and step (>= 1).
+        val_batch_size: images per device in validation, test and predict (>= 1).
+        num_workers: data-loading processes per device (>= 0); None (auto): the CPU
+            cores this process may use, shared by the devices of the node, at most 8.
         crop_size: (height, width) random training crop; None for whole images.
-        image_size: (height, width) resize applied before cropping and for
-            evaluation; None keeps the files' size.
+        image_size: (height, width) resize of the images before cropping and for
+            evaluation; None keeps the files' size. Evaluation labels are never
+            resized: validation and test score at each label file's own size.
         augment: augmentation preset, one of `aspp_seg.data.transforms.PRESETS`.
         scale_range: ``deeplabv3`` preset: range of the random scale.
         cat_max_ratio: ``deeplabv3`` preset: re-draw a crop while one class covers more
@@ -87,14 +134,22 @@ class SegmentationDataModule(LightningDataModule):
         train_split, val_split, test_split: split names for fit, validate/fit and
             test/predict.
         predict_source: an image file, a folder or a glob pattern for ``aspp-seg
-            predict`` (see `aspp_seg.predict`); None predicts the test split. When set,
-            no data set layout is checked.
+            predict`` (see `aspp_seg.data.predict_source`); None predicts the test split.
+            When set, no data set layout is checked.
         cache_dir: a decoded cache written by ``aspp-seg cache`` (one folder per split
             role); workers then read raw pixels instead of decoding PNGs. None: decode.
-        global_batch_size: when set, ``batch_size`` per device becomes this divided by
-            devices x nodes x accumulate_grad_batches (must divide evenly), so the
-            global batch, and the LR that goes with it, stay fixed on any number of
-            GPUs. See `aspp_seg.scaling.per_device_batch_size`.
+        global_batch_size: when set (>= 1), ``batch_size`` per device becomes this
+            divided by devices x nodes x accumulate_grad_batches (must divide evenly),
+            so the global batch, and the LR that goes with it, stay fixed on any number
+            of GPUs. See `aspp_seg.scaling.per_device_batch_size`.
+
+    Raises:
+        ConfigError: naming the setting that is out of range and the allowed values.
+
+    Batches: training ``{"image": B x 3 x h x w uint8, "mask": B x h x w uint8, "name":
+    list[str]}``; validation and test add ``"label_size"`` (B x 2 int64, each label's
+    own H, W) and hold masks at the label files' size, padded with 255 to the largest
+    of the batch (`aspp_seg.data.dataset.collate_eval`).
     """
 
     class_names: Sequence[str] = ()
@@ -119,6 +174,29 @@ class SegmentationDataModule(LightningDataModule):
         global_batch_size: int | None = None,
     ) -> None:
         super().__init__()
+        _check_count("batch_size", batch_size, minimum=1)
+        _check_count("val_batch_size", val_batch_size, minimum=1)
+        _check_count("num_workers", num_workers, minimum=0, optional=True)
+        _check_count("global_batch_size", global_batch_size, minimum=1, optional=True)
+        _check_size("crop_size", crop_size)
+        _check_size("image_size", image_size)
+        if not (
+            isinstance(scale_range, Sequence)
+            and len(scale_range) == 2
+            and 0 < scale_range[0] <= scale_range[1]
+        ):
+            raise ConfigError(
+                f"data.scale_range={scale_range!r} must be [min, max] with 0 < min <= max"
+            )
+        if not 0 < cat_max_ratio <= 1:
+            raise ConfigError(f"data.cat_max_ratio={cat_max_ratio!r} must be in (0, 1]")
+        for name, split in (
+            ("train_split", train_split),
+            ("val_split", val_split),
+            ("test_split", test_split),
+        ):
+            if not isinstance(split, str) or not split:
+                raise ConfigError(f"data.{name}={split!r} must be a non-empty split name")
         self.predict_source = predict_source
         self.cache_dir = cache_dir
         self.global_batch_size = global_batch_size
@@ -160,6 +238,7 @@ class SegmentationDataModule(LightningDataModule):
             scan.raise_first()
 
     def _check_on_init(self) -> None:
+        """Subclasses call this at the end of ``__init__``, once `scan` can run."""
         if _CHECK_ON_INIT.get():
             self.check_layout()
 
@@ -190,10 +269,13 @@ class SegmentationDataModule(LightningDataModule):
             else:
                 scan = self.scan(self.val_split if role == "val" else self.test_split)
             samples = scan.raise_first()
+            at_file_size = role != "train"  # scores at the label's own resolution
             if self.cache_dir is not None:
-                dataset = cached_dataset(self.cache_dir, role, samples, tf)
+                dataset = cached_dataset(
+                    self.cache_dir, role, samples, tf, label_at_file_size=at_file_size
+                )
             else:
-                dataset = SegmentationDataset(samples, tf)
+                dataset = SegmentationDataset(samples, tf, label_at_file_size=at_file_size)
             if samples:
                 # One file read here, in the main process: a data set stored wholesale in
                 # the wrong label kind stops before the first step, with a plain error.
@@ -226,6 +308,7 @@ class SegmentationDataModule(LightningDataModule):
             sampler=sampler,
             drop_last=train,
             num_workers=workers,
+            collate_fn=None if train else collate_eval,
             pin_memory=on_gpu,  # page-locked buffers speed up host-to-GPU copies only
             persistent_workers=workers > 0,
             worker_init_fn=functools.partial(_seed_worker, rank=rank),
@@ -242,8 +325,6 @@ class SegmentationDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_source is not None:
-            from aspp_seg.predict import predict_loader
-
             return predict_loader(
                 self.predict_source,
                 self.eval_tf,
@@ -263,13 +344,14 @@ class CityscapesDataModule(SegmentationDataModule):
 
     Args:
         root: folder holding ``leftImg8bit/`` and ``gtFine/`` (and ``gtCoarse/``).
-        train_split: ``train`` or ``trainval`` (train + val, for a test-server run).
+        crop_size: the study's 513 x 513 crop by default.
         test_split: split used by ``aspp-seg test`` (Cityscapes' own test labels are
             withheld, so ``val`` is the default).
         coarse: add the coarse ``train_extra`` split (gtCoarse, 19,998 frames) to training.
         label_kind: ``auto``, ``labelTrainIds`` or ``labelIds``: which label files to
             read (auto: labelTrainIds where present).
-        Other arguments: see `SegmentationDataModule`.
+        **kwargs: the shared settings of `SegmentationDataModule` (``train_split`` may
+            also be ``trainval``: train + val, for a test-server run).
     """
 
     class_names = CITYSCAPES_CLASSES
@@ -279,39 +361,13 @@ class CityscapesDataModule(SegmentationDataModule):
         self,
         root: str = "data/cityscapes",
         *,
-        batch_size: int = 8,
-        val_batch_size: int = 1,
-        num_workers: int | None = None,
         crop_size: tuple[int, int] | None = (513, 513),
-        image_size: tuple[int, int] | None = None,
-        augment: str = "none",
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        cat_max_ratio: float = 1.0,
-        train_split: str = "train",
-        val_split: str = "val",
         test_split: str = "val",
-        predict_source: str | None = None,
-        cache_dir: str | None = None,
-        global_batch_size: int | None = None,
         coarse: bool = False,
         label_kind: str = "auto",
+        **kwargs,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            val_batch_size=val_batch_size,
-            num_workers=num_workers,
-            crop_size=crop_size,
-            image_size=image_size,
-            augment=augment,
-            scale_range=scale_range,
-            cat_max_ratio=cat_max_ratio,
-            train_split=train_split,
-            val_split=val_split,
-            test_split=test_split,
-            predict_source=predict_source,
-            cache_dir=cache_dir,
-            global_batch_size=global_batch_size,
-        )
+        super().__init__(crop_size=crop_size, test_split=test_split, **kwargs)
         self.save_hyperparameters()
         self.root = Path(root)
         self.coarse = coarse
@@ -334,68 +390,68 @@ class CityscapesDataModule(SegmentationDataModule):
 class DemoDataModule(CityscapesDataModule):
     """The synthetic demo: generated on first use under `root`, then read as Cityscapes.
 
+    The generator's settings are kept beside its files (``root/.complete``); when they
+    differ from those asked for here, the set is generated again (only the files the
+    generator owns are replaced, and one line says so). A non-empty `root` that holds
+    no demo set is refused, in ``__init__``, and left untouched.
+
     Args:
-        num_train, num_val: frames per split to generate.
-        height, width: size of the generated frames.
-        seed: generator seed (the data set is a pure function of it).
+        root: the demo folder: new, empty, or one the generator wrote.
+        num_train, num_val: frames per split to generate (>= 1, >= 0).
+        height, width: size of the generated frames (>= 1).
+        seed: generator seed (>= 0; the data set is a pure function of the settings).
+            For each generator setting, None keeps the value of the set under `root`
+            (the default, see `aspp_seg.data.synthetic.DEFAULT_SETTINGS`, when there is
+            none yet): 240 + 60 frames of 128 x 256, seed 0.
+        val_batch_size, num_workers, crop_size: demo defaults (8, 2, whole frames).
         test_split: split that ``aspp-seg test`` evaluates; ``train`` gives the study's
             train-set mIoU (Table 2), with the evaluation transform (no augmentation).
-        Other arguments: see `CityscapesDataModule`.
+        **kwargs: the shared settings of `SegmentationDataModule`.
     """
 
     def __init__(
         self,
         root: str = "data/demo",
         *,
-        num_train: int = 240,
-        num_val: int = 60,
-        height: int = 128,
-        width: int = 256,
-        seed: int = 0,
-        batch_size: int = 8,
+        num_train: int | None = None,
+        num_val: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        seed: int | None = None,
         val_batch_size: int = 8,
-        num_workers: int = 2,
+        num_workers: int | None = 2,
         crop_size: tuple[int, int] | None = None,
-        image_size: tuple[int, int] | None = None,
-        augment: str = "none",
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        cat_max_ratio: float = 1.0,
-        test_split: str = "val",
-        predict_source: str | None = None,
-        cache_dir: str | None = None,
-        global_batch_size: int | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            root,
-            batch_size=batch_size,
-            val_batch_size=val_batch_size,
-            num_workers=num_workers,
-            crop_size=crop_size,
-            image_size=image_size,
-            augment=augment,
-            scale_range=scale_range,
-            cat_max_ratio=cat_max_ratio,
-            test_split=test_split,
-            predict_source=predict_source,
-            cache_dir=cache_dir,
-            global_batch_size=global_batch_size,
-        )
-        self.generator_args = {
+        requested = {
             "num_train": num_train,
             "num_val": num_val,
             "height": height,
             "width": width,
             "seed": seed,
         }
+        self.generator_args = {k: v for k, v in requested.items() if v is not None}
+        check_settings(self.generator_args)
+        super().__init__(
+            root,
+            val_batch_size=val_batch_size,
+            num_workers=num_workers,
+            crop_size=crop_size,
+            coarse=False,
+            label_kind="auto",
+            **kwargs,
+        )
 
     def check_layout(self) -> None:
-        if is_generated(self.root):
-            super().check_layout()
+        if self.predict_source is not None:
+            return
+        check_demo_root(self.root)
+        if settings_to_generate(self.root, self.generator_args) is None:
+            super().check_layout()  # else prepare_data generates it first
 
     def prepare_data(self) -> None:
-        if self.predict_source is None and not is_generated(self.root):
-            print(f"Generating the synthetic demo data set in {self.root} ...")
-            generate_demo_cityscapes(self.root, **self.generator_args)
+        if self.predict_source is None:
+            ensure_demo(self.root, self.generator_args)
 
 
 class FolderDataModule(SegmentationDataModule):
@@ -411,7 +467,7 @@ class FolderDataModule(SegmentationDataModule):
         image_dir: image folder of a split, ``{split}`` replaced by the split name.
         mask_dir: mask folder of a split, likewise.
         mask_suffix: what replaces an image's extension in its mask's name.
-        Other arguments: see `SegmentationDataModule`.
+        **kwargs: the shared settings of `SegmentationDataModule`.
     """
 
     def __init__(
@@ -422,37 +478,9 @@ class FolderDataModule(SegmentationDataModule):
         image_dir: str = "{split}/images",
         mask_dir: str = "{split}/masks",
         mask_suffix: str = ".png",
-        batch_size: int = 8,
-        val_batch_size: int = 1,
-        num_workers: int | None = None,
-        crop_size: tuple[int, int] | None = None,
-        image_size: tuple[int, int] | None = None,
-        augment: str = "none",
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        cat_max_ratio: float = 1.0,
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str = "test",
-        predict_source: str | None = None,
-        cache_dir: str | None = None,
-        global_batch_size: int | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            val_batch_size=val_batch_size,
-            num_workers=num_workers,
-            crop_size=crop_size,
-            image_size=image_size,
-            augment=augment,
-            scale_range=scale_range,
-            cat_max_ratio=cat_max_ratio,
-            train_split=train_split,
-            val_split=val_split,
-            test_split=test_split,
-            predict_source=predict_source,
-            cache_dir=cache_dir,
-            global_batch_size=global_batch_size,
-        )
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         for name, value in (("image_dir", image_dir), ("mask_dir", mask_dir)):
             if "{split}" not in value:
@@ -483,47 +511,23 @@ class CamVidDataModule(SegmentationDataModule):
 
     Args:
         root: the folder holding ``train/`` and ``trainannot/`` etc.
-        Other arguments: see `SegmentationDataModule`.
+        val_batch_size, num_workers: CamVid defaults (4 equal-sized frames, 2 workers).
+        **kwargs: the shared settings of `SegmentationDataModule`.
     """
 
     class_names = CAMVID_CLASSES
     palette = CAMVID_PALETTE
+    encoding = CAMVID_ENCODING
 
     def __init__(
         self,
         root: str = "../shared/data/camvid",
         *,
-        batch_size: int = 8,
         val_batch_size: int = 4,
-        num_workers: int = 2,
-        crop_size: tuple[int, int] | None = None,
-        image_size: tuple[int, int] | None = None,
-        augment: str = "none",
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        cat_max_ratio: float = 1.0,
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str = "test",
-        predict_source: str | None = None,
-        cache_dir: str | None = None,
-        global_batch_size: int | None = None,
+        num_workers: int | None = 2,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            val_batch_size=val_batch_size,
-            num_workers=num_workers,
-            crop_size=crop_size,
-            image_size=image_size,
-            augment=augment,
-            scale_range=scale_range,
-            cat_max_ratio=cat_max_ratio,
-            train_split=train_split,
-            val_split=val_split,
-            test_split=test_split,
-            predict_source=predict_source,
-            cache_dir=cache_dir,
-            global_batch_size=global_batch_size,
-        )
+        super().__init__(val_batch_size=val_batch_size, num_workers=num_workers, **kwargs)
         self.save_hyperparameters()
         self.root = Path(root)
         self._check_on_init()
@@ -532,6 +536,6 @@ class CamVidDataModule(SegmentationDataModule):
         return scan_folders(
             self.root / split,
             self.root / f"{split}annot",
-            encoding=CAMVID_ENCODING,
+            encoding=self.encoding,
             setting=f"CamVid data.root={self.root}",
         )

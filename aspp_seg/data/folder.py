@@ -24,10 +24,9 @@ from aspp_seg.data.dataset import (
     Sample,
     Scan,
 )
+from aspp_seg.data.io import IMAGE_EXTENSIONS
 from aspp_seg.data.labels import IGNORE_INDEX, LabelEncoding
 from aspp_seg.errors import ConfigError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ from torchvision.io import ImageReadMode, decode_png, read_file
 
 from aspp_seg.errors import DataError
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""File name endings read as images (by folder data sets and prediction sources)."""
+
 cv2.setNumThreads(0)  # data workers run in parallel already
 
 
