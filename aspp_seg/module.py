@@ -16,7 +16,6 @@ from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 
 from aspp_seg import models, scaling
 from aspp_seg.data.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
-from aspp_seg.data.transforms import normalize_images
 from aspp_seg.errors import ConfigError
 from aspp_seg.inference import Inference
 from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, save_results, scores
@@ -159,21 +158,21 @@ class SegmentationModule(LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W images -> B x num_classes x H x W logits.
 
-        Images are uint8 RGB (as the data modules yield them) or already normalised
-        float; see `prepare_images`.
+        Images are RGB 0-255, uint8 (as the data modules yield them) or float; see
+        `prepare_images`.
         """
         return self.net(self.prepare_images(images))["out"]
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
-        """The net's input: uint8 images normalised (ImageNet mean/std) on their device,
-        in the net's memory format; float images are taken as normalised already.
+        """The net's input: RGB 0-255 images (uint8 passed through) in the net's memory
+        format. The net normalises them itself (`aspp_seg.models.preprocess`).
 
-        Every step calls it first: batches stay uint8 through the loader workers and the
-        host-to-device copy (1 byte per value instead of 4).
+        Every step calls it first: batches stay uint8 through the loader workers, the
+        host-to-device copy and this layout change (1 byte per value instead of 4).
         """
         if self._channels_last:
-            images = scaling.to_channels_last(images)  # before widening: 1 byte per value
-        return normalize_images(images) if images.dtype == torch.uint8 else images
+            images = scaling.to_channels_last(images)
+        return images
 
     def configure_model(self) -> None:
         """Applies the scale and speed switches once the devices are known (`aspp_seg.scaling`)."""
