@@ -247,8 +247,15 @@ def run_exported(path: str | Path, images: torch.Tensor) -> torch.Tensor:
             raise UserError("checking an ONNX export needs onnxruntime: pip install "
                             "'aspp-seg[export]'") from error  # fmt: skip
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return torch.from_numpy(np.asarray(session.run(None, {name: images.numpy()})[0]))
+        graph_input = session.get_inputs()[0]
+        given = f"tensor({str(images.dtype).removeprefix('torch.').replace('float32', 'float')})"
+        if graph_input.type != given:
+            raise UserError(
+                f"{path} takes {graph_input.type} images (RGB 0-255), got {given}; "
+                "see aspp_seg.export.example_images"
+            )
+        outputs = session.run(None, {graph_input.name: images.numpy()})
+        return torch.from_numpy(np.asarray(outputs[0]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         loaded = torch.jit.load(str(path), map_location="cpu")

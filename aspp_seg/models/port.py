@@ -65,7 +65,7 @@ def torchvision_deeplabv3(
     """
     from torchvision.models import resnet50, resnet101
     from torchvision.models._utils import IntermediateLayerGetter
-    from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabV3
+    from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead, DeepLabV3
     from torchvision.models.segmentation.fcn import FCNHead
 
     resnets = {"resnet50": resnet50, "resnet101": resnet101}
@@ -78,12 +78,12 @@ def torchvision_deeplabv3(
     body = resnets[backbone](weights=None, replace_stride_with_dilation=_DILATE[output_stride])
     layers = {"layer4": "out"} | ({"layer3": "aux"} if aux_head else {})
     body = IntermediateLayerGetter(body, return_layers=layers)
-    head: list[nn.Module] = [ASPP(2048, list(rates))]
-    if head_convs:
-        head += [nn.Conv2d(256, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256), nn.ReLU()]
-    head.append(nn.Conv2d(256, num_classes, 1))
+    if head_convs:  # ASPP, 3x3 conv-BN-ReLU, classifier
+        head = DeepLabHead(2048, num_classes, atrous_rates=list(rates))
+    else:  # the same ASPP and classifier without the 3x3 conv
+        head = nn.Sequential(ASPP(2048, list(rates)), nn.Conv2d(256, num_classes, 1))
     aux = FCNHead(1024, num_classes) if aux_head else None
-    return DeepLabV3(body, nn.Sequential(*head), aux)
+    return DeepLabV3(body, head, aux)
 
 
 _RENAMES = (

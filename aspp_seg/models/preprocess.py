@@ -69,7 +69,8 @@ def normalize_pixels(
     Raises:
         ValueError: for images that are not B x C x H x W with the stats' C channels.
     """
-    if images.dim() != 4 or images.shape[1] != pixel_mean.shape[1]:
+    # a traced shape is a tensor; the check is for eager callers, a trace fixes C anyway
+    if not torch.jit.is_tracing() and (images.dim() != 4 or images.shape[1] != pixel_mean.shape[1]):
         raise ValueError(
             f"images must be B x {pixel_mean.shape[1]} x H x W RGB (0-255), got shape "
             f"{tuple(images.shape)}"
