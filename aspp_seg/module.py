@@ -17,7 +17,6 @@ from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 from aspp_seg import models, scaling
 from aspp_seg.checkpoints import CHECKPOINT_KEY
 from aspp_seg.data.labels import CITYSCAPES_CLASSES
-from aspp_seg.data.transforms import normalize_images
 from aspp_seg.errors import ConfigError
 from aspp_seg.inference import Inference
 from aspp_seg.losses import CrossEntropyLoss
@@ -175,19 +174,11 @@ class SegmentationModule(LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W images -> B x num_classes x H x W logits.
 
-        Images are uint8 RGB (as the data modules yield them) or already normalised
-        float; see `prepare_images`.
+        Images are RGB 0-255, uint8 (as the data modules yield them) or float: the net
+        normalises them itself (`aspp_seg.models.preprocess`), so batches stay uint8
+        through the loader workers and the host-to-device copy (1 byte per value).
         """
-        return self.net(self.prepare_images(images))["out"]
-
-    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
-        """The net's input: uint8 images normalised (ImageNet mean/std) on their device;
-        float images are taken as normalised already.
-
-        Every step calls it first: batches stay uint8 through the loader workers and the
-        host-to-device copy (1 byte per value instead of 4).
-        """
-        return normalize_images(images) if images.dtype == torch.uint8 else images
+        return self.net(images)["out"]
 
     def _eval_stride(self, evaluating: bool) -> None:
         """Switches the net to ``eval_output_stride`` for evaluation, and back for training."""
@@ -217,7 +208,7 @@ class SegmentationModule(LightningModule):
         self._eval_stride(True)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        outputs = self.net(self.prepare_images(batch["image"]))
+        outputs = self.net(batch["image"])
         masks = batch["mask"].long()  # uint8 from the loader; the loss wants int64
         loss = self.loss(outputs["out"], masks)
         if "aux" in outputs:
@@ -229,7 +220,7 @@ class SegmentationModule(LightningModule):
         return loss
 
     def _eval_step(self, batch: dict, confusion: nn.Module) -> None:
-        logits = self.inference(self, self.prepare_images(batch["image"]))
+        logits = self.inference(self, batch["image"])
         confusion.update(labels_at_size(logits, batch), batch["mask"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -241,7 +232,7 @@ class SegmentationModule(LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """``{"name": [str], "pred": B x H x W uint8}``, at the files' size when the batch
         says it (``size``: the images of a batch share one size)."""
-        logits = self.inference(self, self.prepare_images(batch["image"]))
+        logits = self.inference(self, batch["image"])
         if "size" in batch:
             logits = _resize(logits, tuple(batch["size"][0].tolist()))
         return {"name": batch["name"], "pred": logits.argmax(1).to(torch.uint8)}

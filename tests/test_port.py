@@ -1,31 +1,33 @@
 """Weight port from torchvision: our DeepLabV3 built the torchvision way gives
-torchvision's logits from torchvision's weights (random here: no download)."""
+torchvision's logits from torchvision's weights (random here: no download); the one
+torchvision reference builder is torchvision's own network."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import pytest
 import torch
 from torch import nn
-from torchvision.models.segmentation import deeplabv3_resnet50
 
+from aspp_seg.data.transforms import normalize_images
 from aspp_seg.errors import ConfigError
-from aspp_seg.models import deeplabv3, load_torchvision_deeplabv3
+from aspp_seg.models import ASPP, deeplabv3, load_torchvision_deeplabv3, torchvision_deeplabv3
 from aspp_seg.models.port import torchvision_to_ours
 
 TORCHVISION_LAYOUT = {
     "backbone": "resnet50",
     "pretrained": False,
     "output_stride": 8,
-    "rates": [12, 24, 36],
+    "aspp": partial(ASPP, rates=[12, 24, 36], dropout=0.5),
     "head_convs": 1,
-    "dropout": 0.5,
 }
 
 
 @pytest.fixture(scope="module")
 def torchvision_net() -> nn.Module:
     torch.manual_seed(0)
-    net = deeplabv3_resnet50(weights=None, weights_backbone=None, aux_loss=True, num_classes=21)
+    net = torchvision_deeplabv3(backbone="resnet50", aux_head=True, num_classes=21)
     # random BatchNorm statistics and affine terms, so that every tensor matters
     for module in net.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -36,6 +38,29 @@ def torchvision_net() -> nn.Module:
     return net.eval()
 
 
+@pytest.mark.parametrize(
+    ("ours", "stock"),
+    [
+        ({}, "deeplabv3_resnet101"),
+        ({"backbone": "resnet50", "aux_head": True}, "deeplabv3_resnet50"),
+    ],
+)
+def test_reference_builder_is_torchvisions_network(ours, stock):
+    from torchvision.models import segmentation
+
+    with torch.device("meta"):
+        built = torchvision_deeplabv3(num_classes=19, **ours)
+        reference = getattr(segmentation, stock)(
+            weights=None, weights_backbone=None, num_classes=19, aux_loss=ours.get("aux_head")
+        )
+    assert [(k, v.shape) for k, v in built.state_dict().items()] == [
+        (k, v.shape) for k, v in reference.state_dict().items()
+    ]
+    assert repr(built) == repr(reference)
+    with pytest.raises(ConfigError, match=r"head_convs=2; allowed: \(0, 1\)"):
+        torchvision_deeplabv3(head_convs=2)
+
+
 def test_ported_model_gives_torchvision_logits(torchvision_net):
     ours = deeplabv3(num_classes=21, aux_head=True, **TORCHVISION_LAYOUT)
     assert sum(p.numel() for p in ours.parameters()) == sum(
@@ -43,10 +68,10 @@ def test_ported_model_gives_torchvision_logits(torchvision_net):
     )
     load_torchvision_deeplabv3(ours, torchvision_net.state_dict())
     ours.eval()
-    x = torch.randn(1, 3, 65, 81)
+    image = torch.randint(0, 256, (1, 3, 65, 81), dtype=torch.uint8)
     with torch.no_grad():
-        theirs = torchvision_net(x)["out"]
-        mine = ours(x)["out"]
+        theirs = torchvision_net(normalize_images(image))["out"]  # torchvision: normalised
+        mine = ours(image)["out"]  # ours: RGB 0-255, normalised inside
     assert mine.shape == theirs.shape == (1, 21, 65, 81)
     assert (mine - theirs).abs().max().item() <= 1e-4
     assert theirs.abs().max().item() > 1.0  # not trivially zero

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +18,6 @@ from aspp_seg.models.layers import (
     same_padding,
     set_dilation,
 )
-
-atrous_padding = same_padding
-"""Padding (K - 1) * D / 2 for kernel K and rate D; raises ConfigError when odd."""
 
 
 class ImagePooling(nn.Module):
@@ -67,6 +65,11 @@ class ASPP(nn.Module):
         dropout: dropout after the projection.
         norm_layer: norm after every conv (built from the channel count).
         act_layer: activation after every norm.
+
+    In a network, the head builds its ASPP (see `ASPPFactory`): the head gives
+    `in_channels` (from the backbone), `norm_layer` and `act_layer` (the network's
+    one norm and activation); every other argument, also one a subclass adds, comes
+    from the config's ``aspp`` entry.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class ASPP(nn.Module):
                     dilation=rate,
                     separable=separable,
                     norm_layer=norm_layer,
+                    act_layer=act_layer,
                 )
             )
         if image_pooling:
@@ -126,6 +130,7 @@ class ASPP(nn.Module):
         )
         self.rates = tuple(rates)
         self.kernel_size = kernel_size
+        self.separable = separable
         self.out_channels = channels
 
     @property
@@ -150,3 +155,21 @@ class ASPP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """B x C_in x H x W -> B x channels x H x W."""
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
+
+
+class ASPPFactory(Protocol):
+    """What a head calls to build its ASPP: `ASPP` itself, a subclass, or a partial of
+    either (``functools.partial(ASPP, rates=(3, 6, 9))``).
+
+    In YAML it is a ``class_path`` / ``init_args`` entry whose init_args hold every ASPP
+    setting except the three the head passes, so a new ASPP constructor argument
+    reaches the config without being listed in heads or builders:
+
+        aspp:
+          class_path: aspp_seg.models.ASPP
+          init_args: {rates: [6, 12, 18], kernel_size: 3, channels: 256}
+    """
+
+    def __call__(
+        self, in_channels: int, /, *, norm_layer: NormLayer, act_layer: type[nn.Module]
+    ) -> ASPP: ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,13 +11,21 @@ from torch import nn
 from aspp_seg.errors import ConfigError
 from aspp_seg.models.backbone import check_output_stride
 from aspp_seg.models.layers import fresh_classifier, same_padding
+from aspp_seg.models.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    normalize_pixels,
+    register_pixel_stats,
+)
 
 
 class DeepLabV3(nn.Module):
-    """Backbone features -> head logits, upsampled bilinearly to the input size.
+    """RGB images -> backbone features -> head logits, upsampled bilinearly to the input size.
 
     The same class composes DeepLabV3 (`DeepLabHead`) and DeepLabV3+
-    (`DeepLabV3PlusHead`): the variant is the head it is given.
+    (`DeepLabV3PlusHead`): the variant is the head it is given. The net normalises its
+    input itself (buffers ``pixel_mean`` / ``pixel_std``, not in the state dict), so it
+    takes images as files and data loaders give them.
 
     Args:
         backbone: returns a list of feature maps, shallow to deep; has
@@ -23,15 +33,24 @@ class DeepLabV3(nn.Module):
         head: maps that list to B x num_classes x h x w logits; has ``aspp`` and
             ``classifier``.
         aux_head: optional head on the same features, used only in training.
+        pixel_mean: per-channel mean (0-1 units) that the backbone's weights expect.
+        pixel_std: per-channel standard deviation (0-1 units).
 
     Returns from forward: ``{"out": B x num_classes x H x W}``, plus ``"aux"`` in
     training mode when an auxiliary head is set.
     """
 
     def __init__(
-        self, backbone: nn.Module, head: nn.Module, aux_head: nn.Module | None = None
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        aux_head: nn.Module | None = None,
+        *,
+        pixel_mean: Sequence[float] = IMAGENET_MEAN,
+        pixel_std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
+        register_pixel_stats(self, pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.backbone = backbone
         self.head = head
         self.aux_head = aux_head
@@ -86,10 +105,11 @@ class DeepLabV3(nn.Module):
         self.head.aspp.set_rates(self.rates_at(output_stride))
         self.backbone.set_output_stride(output_stride)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """B x 3 x H x W -> ``{"out": B x num_classes x H x W[, "aux": same]}``."""
-        size = x.shape[-2:]
-        features = self.backbone(x)
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """B x 3 x H x W RGB, 0-255 (uint8 or float) -> ``{"out": B x num_classes x H x W}``,
+        plus ``"aux"`` (same shape) in training with an aux head."""
+        size = images.shape[-2:]
+        features = self.backbone(normalize_pixels(images, self.pixel_mean, self.pixel_std))
         outputs = {"out": self.head(features)}
         if self.aux_head is not None and self.training:
             outputs["aux"] = self.aux_head(features)

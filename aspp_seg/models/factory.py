@@ -1,10 +1,17 @@
 """Builders that wire backbones and heads into whole models, from flat settings.
 
-Each builder's keyword-only signature is the config schema for `model.net` in YAML:
+Each builder's keyword-only signature is the config schema for `model.net` in YAML. The
+ASPP is one entry, ``aspp``, whose ``init_args`` are `ASPP`'s own arguments (or those of
+a subclass named in its ``class_path``), so an ASPP option is never listed here:
 
     net:
       class_path: aspp_seg.models.deeplabv3
-      init_args: {backbone: resnet101, output_stride: 16, rates: [6, 12, 18]}
+      init_args:
+        backbone: resnet101
+        output_stride: 16
+        aspp:
+          class_path: aspp_seg.models.ASPP
+          init_args: {rates: [6, 12, 18], kernel_size: 3, channels: 256}
 
 `num_classes` defaults to Cityscapes' 19; the training module resets the classifier
 when the data set has another count.
@@ -14,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from aspp_seg.models.aspp import ASPP, ASPPFactory
 from aspp_seg.models.backbone import TimmBackbone
 from aspp_seg.models.deeplab import DeepLabV3
 from aspp_seg.models.heads import DeepLabHead, DeepLabV3PlusHead, FCNHead
-from aspp_seg.models.layers import norm_layer
+from aspp_seg.models.layers import NormLayer, norm_layer
 from aspp_seg.models.port import load_torchvision_deeplabv3, read_torchvision_weights
 from aspp_seg.models.segnet import SegNet, load_vgg16_bn_imagenet
 
@@ -29,13 +37,7 @@ def deeplabv3(
     pretrained: bool = True,
     output_stride: int = 16,
     multi_grid: Sequence[int] | None = None,
-    rates: Sequence[int] = (6, 12, 18),
-    kernel_size: int = 3,
-    channels: int = 256,
-    pointwise_branch: bool = True,
-    image_pooling: bool = True,
-    separable: bool = False,
-    dropout: float = 0.1,
+    aspp: ASPPFactory = ASPP,
     head_convs: int = 0,
     aux_head: bool = False,
     norm: str = "batch",
@@ -49,18 +51,15 @@ def deeplabv3(
         pretrained: load timm's ImageNet weights for the backbone.
         output_stride: 8, 16 or 32.
         multi_grid: unit rates of the last stage's blocks, e.g. [1, 2, 4]; None: off.
-        rates: dilations of the atrous branches, any number of them (also none).
-        kernel_size: kernel of the atrous branches; even kernels need even rates.
-        channels: width of every ASPP branch and of the projection.
-        pointwise_branch: include ASPP's 1x1 branch.
-        image_pooling: include ASPP's image-pooling branch.
-        separable: depthwise-separable atrous convs.
-        dropout: dropout after the ASPP projection (torchvision: 0.5).
+        aspp: the ASPP and all its settings (`ASPP` with its defaults: DL-1's rates
+            6/12/18, 3x3, 256 channels, 1x1 and image-pooling branches, dropout 0.1);
+            in YAML a ``class_path`` / ``init_args`` entry, see `ASPPFactory`.
         head_convs: 3x3 conv-norm-ReLU layers before the classifier (the study: 0,
             torchvision: 1).
         aux_head: add an FCN head on the stage before last (training only; its loss
             weight is the module's ``aux_weight``).
-        norm: ``batch`` or ``group`` (SyncBatchNorm is applied under DDP by the module).
+        norm: ``batch`` or ``group``, for backbone and heads alike (SyncBatchNorm is
+            applied under DDP by the module).
         torchvision_weights: port torchvision DeepLabV3 weights: a ``.pth`` state dict
             or a torchvision weights name (see `aspp_seg.models.port`); needs the
             torchvision layout (resnet50/101, OS8, rates 12/24/36, head_convs 1).
@@ -74,20 +73,13 @@ def deeplabv3(
         norm_layer=norm_type,
     )
     head = DeepLabHead(
-        body.feature_info,
-        num_classes,
-        rates=rates,
-        kernel_size=kernel_size,
-        channels=channels,
-        pointwise_branch=pointwise_branch,
-        image_pooling=image_pooling,
-        separable=separable,
-        dropout=dropout,
+        feature_info=body.feature_info,
+        num_classes=num_classes,
+        aspp=aspp,
         head_convs=head_convs,
         norm_layer=norm_type,
     )
-    aux = FCNHead(body.feature_info, num_classes, norm_layer=norm_type) if aux_head else None
-    net = DeepLabV3(body, head, aux)
+    net = DeepLabV3(body, head, _aux(body, num_classes, norm_type) if aux_head else None)
     if torchvision_weights is not None:
         load_torchvision_deeplabv3(net, read_torchvision_weights(torchvision_weights))
     return net
@@ -100,13 +92,7 @@ def deeplabv3plus(
     pretrained: bool = True,
     output_stride: int = 16,
     multi_grid: Sequence[int] | None = None,
-    rates: Sequence[int] = (6, 12, 18),
-    kernel_size: int = 3,
-    channels: int = 256,
-    pointwise_branch: bool = True,
-    image_pooling: bool = True,
-    separable: bool = False,
-    dropout: float = 0.1,
+    aspp: ASPPFactory = ASPP,
     low_level_stride: int = 4,
     low_level_channels: int = 48,
     decoder_channels: int = 256,
@@ -116,11 +102,11 @@ def deeplabv3plus(
     """DeepLabV3+: the DeepLabV3 encoder plus a decoder that fuses early features.
 
     Args:
+        aspp: as in `deeplabv3`; its ``separable`` (the paper's Xception setting, off
+            for ResNets) also makes the decoder's convs depthwise-separable.
         low_level_stride: stride of the backbone stage fused in the decoder (4).
         low_level_channels: width of the projected low-level features (48).
         decoder_channels: width of the decoder's two 3x3 convs (256).
-        separable: depthwise-separable convs in ASPP and decoder (the paper's Xception
-            setting); off by default for ResNets.
         Other arguments: see `deeplabv3`.
     """
     norm_type = norm_layer(norm)
@@ -132,22 +118,20 @@ def deeplabv3plus(
         norm_layer=norm_type,
     )
     head = DeepLabV3PlusHead(
-        body.feature_info,
-        num_classes,
-        rates=rates,
-        kernel_size=kernel_size,
-        channels=channels,
-        pointwise_branch=pointwise_branch,
-        image_pooling=image_pooling,
-        separable=separable,
-        dropout=dropout,
+        feature_info=body.feature_info,
+        num_classes=num_classes,
+        aspp=aspp,
         low_level_stride=low_level_stride,
         low_level_channels=low_level_channels,
         decoder_channels=decoder_channels,
         norm_layer=norm_type,
     )
-    aux = FCNHead(body.feature_info, num_classes, norm_layer=norm_type) if aux_head else None
-    return DeepLabV3(body, head, aux)
+    return DeepLabV3(body, head, _aux(body, num_classes, norm_type) if aux_head else None)
+
+
+def _aux(body: TimmBackbone, num_classes: int, norm_type: NormLayer) -> FCNHead:
+    """The FCN aux head on the stage before last."""
+    return FCNHead(feature_info=body.feature_info, num_classes=num_classes, norm_layer=norm_type)
 
 
 def segnet(*, num_classes: int = 19, pretrained: bool = True, norm: str = "batch") -> SegNet:

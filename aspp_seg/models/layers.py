@@ -178,8 +178,12 @@ def conv_block(
     dilation: int = 1,
     separable: bool = False,
     norm_layer: NormLayer = nn.BatchNorm2d,
+    act_layer: type[nn.Module] = nn.ReLU,
 ) -> nn.Sequential:
-    """A `SeparableConvNormAct` when `separable` and K > 1, else a `ConvNormAct`."""
+    """A `SeparableConvNormAct` when `separable` and K > 1, else a `ConvNormAct`.
+
+    Every norm in the block is `norm_layer` and every activation `act_layer`.
+    """
     block = SeparableConvNormAct if separable and kernel_size > 1 else ConvNormAct
     return block(
         in_channels,
@@ -187,6 +191,7 @@ def conv_block(
         kernel_size=kernel_size,
         dilation=dilation,
         norm_layer=norm_layer,
+        act_layer=act_layer,
     )
 
 

@@ -1,16 +1,19 @@
-"""Weight port from torchvision's ``deeplabv3_resnet50/101`` into our DeepLabV3.
+"""torchvision's DeepLabV3 as our reference: its weights ported into ours, and the one
+builder of torchvision's network that tests and benchmarks compare ours with.
 
-Our model built the same way (ResNet-50/101, output stride 8, rates 12/24/36,
-``head_convs=1``, ``dropout=0.5``, ``aux_head=True``) has exactly torchvision's
-tensors under other names; this module renames them. Users start from torchvision's
-published weights with ``torchvision_weights:`` in the builder (see
-`aspp_seg.models.deeplabv3`).
+Our model built the same way (ResNet-50/101, output stride 8, ASPP rates 12/24/36 and
+dropout 0.5, ``head_convs=1``, ``aux_head=True``) has exactly torchvision's tensors under
+other names; this module renames them. Users start from torchvision's published weights
+with ``torchvision_weights:`` in the builder (see `aspp_seg.models.deeplabv3`).
+
+torchvision's network takes ImageNet-normalised images; ours takes RGB 0-255 and
+normalises inside, so a comparison feeds each its own input.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -19,10 +22,69 @@ from torch import nn
 from aspp_seg.errors import ConfigError
 
 TORCHVISION_SETTINGS = (
-    "backbone resnet50 or resnet101, output_stride 8, rates [12, 24, 36], kernel_size 3, "
-    "pointwise_branch true, image_pooling true, separable false, head_convs 1, norm batch"
+    "backbone resnet50 or resnet101, output_stride 8, aspp rates [12, 24, 36], kernel_size 3, "
+    "channels 256, pointwise_branch true, image_pooling true, separable false, head_convs 1, "
+    "norm batch"
 )
 """What our builder must be given to hold torchvision's DeepLabV3 tensors."""
+
+TORCHVISION_BACKBONES = ("resnet50", "resnet101")
+"""Backbones of torchvision's DeepLabV3."""
+_DILATE = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
+
+
+def torchvision_deeplabv3(
+    *,
+    num_classes: int = 21,
+    backbone: str = "resnet101",
+    output_stride: int = 8,
+    rates: Sequence[int] = (12, 24, 36),
+    head_convs: int = 1,
+    aux_head: bool = False,
+) -> nn.Module:
+    """torchvision's DeepLabV3 from torchvision's own parts, random weights.
+
+    The defaults give exactly ``deeplabv3_resnet101(weights=None, weights_backbone=None,
+    aux_loss=False)``; ``output_stride=16, rates=(6, 12, 18), head_convs=0`` gives
+    DL-1's head (ASPP, then the classifier) on torchvision's code, for like-with-like
+    timing. Its state dict has torchvision's keys, so `load_torchvision_deeplabv3`
+    ports it into ours.
+
+    Args:
+        num_classes: output classes.
+        backbone: ``resnet50`` or ``resnet101`` (torchvision's).
+        output_stride: 8, 16 or 32 (``replace_stride_with_dilation`` of the ResNet).
+        rates: torchvision's ASPP rates (its 1x1, atrous and pooling branches, 256
+            channels, dropout 0.5).
+        head_convs: 1: torchvision's 3x3 conv-BN-ReLU after the ASPP; 0: none.
+        aux_head: torchvision's FCN aux head on ``layer3``.
+
+    Returns:
+        A module mapping B x 3 x H x W ImageNet-normalised images to
+        ``{"out": B x num_classes x H x W[, "aux": same]}``.
+    """
+    from torchvision.models import resnet50, resnet101
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead, DeepLabV3
+    from torchvision.models.segmentation.fcn import FCNHead
+
+    resnets = {"resnet50": resnet50, "resnet101": resnet101}
+    if backbone not in resnets:
+        raise ConfigError(f"torchvision backbone={backbone!r}; allowed: {TORCHVISION_BACKBONES}")
+    if output_stride not in _DILATE:
+        raise ConfigError(f"output_stride={output_stride}; allowed: {tuple(_DILATE)}")
+    if head_convs not in (0, 1):
+        raise ConfigError(f"torchvision head_convs={head_convs}; allowed: (0, 1)")
+    body = resnets[backbone](weights=None, replace_stride_with_dilation=_DILATE[output_stride])
+    layers = {"layer4": "out"} | ({"layer3": "aux"} if aux_head else {})
+    body = IntermediateLayerGetter(body, return_layers=layers)
+    if head_convs:  # ASPP, 3x3 conv-BN-ReLU, classifier
+        head = DeepLabHead(2048, num_classes, atrous_rates=list(rates))
+    else:  # the same ASPP and classifier without the 3x3 conv
+        head = nn.Sequential(ASPP(2048, list(rates)), nn.Conv2d(256, num_classes, 1))
+    aux = FCNHead(1024, num_classes) if aux_head else None
+    return DeepLabV3(body, head, aux)
+
 
 _RENAMES = (
     (r"^backbone\.", "backbone.body."),

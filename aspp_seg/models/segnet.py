@@ -10,6 +10,12 @@ from torch import nn
 
 from aspp_seg.errors import ConfigError
 from aspp_seg.models.layers import NormLayer, fresh_classifier
+from aspp_seg.models.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    normalize_pixels,
+    register_pixel_stats,
+)
 
 VGG16 = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 """Conv widths of VGG-16's five stages; each stage ends in a 2x2 max pool."""
@@ -30,12 +36,15 @@ class SegNet(nn.Module):
     module indices), so its ImageNet weights load as they are; its max pools also
     return their indices. Each decoder stage unpools with the indices of the matching
     encoder stage (to that stage's exact input size, so odd sizes work) and applies
-    the mirrored convs; a 3x3 conv classifies every pixel.
+    the mirrored convs; a 3x3 conv classifies every pixel. The net normalises its
+    input itself (buffers ``pixel_mean`` / ``pixel_std``, not in the state dict).
 
     Args:
         num_classes: number of output classes.
         stages: conv widths per encoder stage (VGG-16 by default).
         norm_layer: norm after every conv.
+        pixel_mean: per-channel mean (0-1 units) that the encoder's weights expect.
+        pixel_std: per-channel standard deviation (0-1 units).
     """
 
     def __init__(
@@ -44,8 +53,11 @@ class SegNet(nn.Module):
         *,
         stages: Sequence[Sequence[int]] = VGG16,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        pixel_mean: Sequence[float] = IMAGENET_MEAN,
+        pixel_std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
+        register_pixel_stats(self, pixel_mean=pixel_mean, pixel_std=pixel_std)
         encoder: list[nn.Module] = []
         in_channels = 3
         for widths in stages:
@@ -78,8 +90,9 @@ class SegNet(nn.Module):
         """Replaces the classifier with a fresh one for `num_classes`."""
         self.classifier = fresh_classifier(self.classifier, num_classes)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """B x 3 x H x W -> ``{"out": B x num_classes x H x W}``."""
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """B x 3 x H x W RGB, 0-255 (uint8 or float) -> ``{"out": B x num_classes x H x W}``."""
+        x = normalize_pixels(images, self.pixel_mean, self.pixel_std)
         pooled: list[tuple[torch.Tensor, torch.Size]] = []
         for layer in self.encoder:
             if isinstance(layer, nn.MaxPool2d):
