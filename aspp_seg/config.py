@@ -102,8 +102,10 @@ def read_config(args: Sequence[str], *, add_arguments: AddArguments | None = Non
             warnings.simplefilter("ignore")  # jsonargparse's notes on optional types
             return parser.parse_args(["fit", *args]).fit
     except ArgumentError as error:
-        first = next((line for line in str(error).splitlines() if line.strip()), str(error))
-        raise ConfigError(f"config {' '.join(args)}: {first.strip()}") from None
+        # jsonargparse explains over several lines (one per subclass it tried)
+        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        text = text if len(text) <= 400 else text[:397] + "..."
+        raise ConfigError(f"config {' '.join(args)}: {text}") from None
 
 
 def wants_help(argv: Sequence[str]) -> bool:
