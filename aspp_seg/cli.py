@@ -1,83 +1,34 @@
 """The `aspp-seg` command: LightningCLI's fit / validate / test / predict, plus the
-subcommands in `aspp_seg.commands` (summary, evaluate, ...)."""
+subcommands in `aspp_seg.commands` (summary, evaluate, ...).
+
+Importing this module is cheap: Lightning (and torch) load only when a subcommand
+needs them, so ``aspp-seg --help`` and ``aspp-seg evaluate --help`` answer at once.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import LightningCLI
-
-from aspp_seg.callbacks import RunConfigCallback, add_segmentation_logger
-from aspp_seg.checkpoints import check_fits, is_file_path, read_checkpoint
 from aspp_seg.commands import discover
-from aspp_seg.determinism import check_deterministic
 from aspp_seg.errors import UserError
-from aspp_seg.fast_paths import FastPaths
-from aspp_seg.module import SegmentationModule
-from aspp_seg.resume import resolve_last, restore_metrics
+
+LIGHTNING_SUBCOMMANDS = {
+    "fit": "Runs the full optimization routine.",
+    "validate": "Perform one evaluation epoch over the validation set.",
+    "test": "Perform one evaluation epoch over the test set.",
+    "predict": "Run inference on your data.",
+}
+"""LightningCLI's subcommands and the first sentence of their help, for ``--help``
+without importing Lightning (tests/test_cli.py checks them against LightningCLI)."""
 
 
-class AsppSegCLI(LightningCLI):
-    """LightningCLI whose data module tells the model its classes."""
+def __getattr__(name: str):
+    # `from aspp_seg.cli import AsppSegCLI` keeps working, at Lightning's import cost
+    if name in ("AsppSegCLI", "lightning_cli"):
+        from aspp_seg import lightning_cli
 
-    def add_arguments_to_parser(self, parser) -> None:
-        # how a step runs on the hardware at hand: a callback in every run, set under
-        # the config's top-level `fast_paths:` (see aspp_seg.fast_paths)
-        parser.add_lightning_class_args(FastPaths, "fast_paths")
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
-
-    def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the checkpoint's hyperparameters here: check the file first,
-        # so a wrong --ckpt_path is one line, not a torch.load traceback
-        subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if is_file_path(ckpt_path):
-            read_checkpoint(ckpt_path)
-        super()._parse_ckpt_path()
-
-    def before_instantiate_classes(self) -> None:
-        if self.subcommand in ("fit", "validate", "test", "predict"):
-            # `--ckpt_path last`: the previous version's checkpoint, not the new folder's
-            resolve_last(self.config[self.subcommand], continue_run=self.subcommand == "fit")
-            # W&B / TensorBoard runs get the IoU table, confusion matrix and overlays
-            add_segmentation_logger(self.config[self.subcommand]["trainer"])
-
-    def _check_checkpoint(self) -> None:
-        """The checkpoint's tensors fit the configured net, or one line says which does not."""
-        ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if is_file_path(ckpt_path):
-            check_fits(ckpt_path, read_checkpoint(ckpt_path), self.model)
-
-    def before_fit(self) -> None:
-        self._check_checkpoint()
-        check_deterministic(self.trainer)
-        restore_metrics(self.trainer)  # the metrics of the run that `--ckpt_path last` resumes
-
-    def before_validate(self) -> None:
-        self._check_checkpoint()
-
-    def before_test(self) -> None:
-        self._check_checkpoint()
-
-    def before_predict(self) -> None:
-        self._check_checkpoint()
-
-
-def lightning_cli(args: list[str] | None, **kwargs) -> AsppSegCLI:
-    """Runs LightningCLI on `args` (None: the process's command line) with aspp-seg's
-    model and any LightningDataModule."""
-    return AsppSegCLI(
-        SegmentationModule,
-        LightningDataModule,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        save_config_callback=RunConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        **kwargs,
-    )
+        return getattr(lightning_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _user_error(error: BaseException | None) -> UserError | None:
@@ -100,25 +51,37 @@ def _one_line(error: BaseException) -> str:
     return " ".join(lines)
 
 
+def usage(commands: dict[str, str]) -> str:
+    """``aspp-seg --help``: LightningCLI's subcommands, then aspp-seg's own."""
+    width = max(map(len, [*LIGHTNING_SUBCOMMANDS, *commands]))
+    lines = [
+        "usage: aspp-seg [-h] <subcommand> ...",
+        "",
+        "DeepLabv3 / ASPP semantic segmentation (PyTorch Lightning).",
+        "",
+        "subcommands (LightningCLI; aspp-seg <subcommand> --help):",
+        *(f"  {name:<{width}}  {text}" for name, text in LIGHTNING_SUBCOMMANDS.items()),
+        "",
+        "more subcommands (aspp-seg <command> --help):",
+        *(f"  {name:<{width}}  {text}" for name, text in commands.items()),
+    ]
+    return "\n".join(lines)
+
+
 def _run(args: list[str] | None) -> None:
     """Dispatches `args` (None: the process's command line, which LightningCLI then reads
     itself; it warns on every run when given sys.argv a second time)."""
     argv = sys.argv[1:] if args is None else args
     commands = discover()
     if argv and argv[0] in commands:
-        commands[argv[0]].main(argv[1:])
+        commands[argv[0]].load().main(argv[1:])
         return
-    if argv and argv[0] not in ("-h", "--help"):
-        lightning_cli(args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage({name: command.help for name, command in commands.items()}))
         return
-    try:
-        lightning_cli(args if argv else ["--help"])
-    finally:
-        if commands:
-            width = max(map(len, commands))
-            print("\nmore subcommands (aspp-seg <command> --help):")
-            for name, module in commands.items():
-                print(f"  {name:<{width}}  {module.HELP}")
+    from aspp_seg.lightning_cli import lightning_cli
+
+    lightning_cli(args)
 
 
 def main(args: list[str] | None = None) -> None:

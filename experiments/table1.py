@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import yaml
 from jsonargparse import ArgumentParser
 
 from aspp_seg.data.labels import TABLE1_COLUMNS
@@ -59,26 +58,11 @@ def config_path(name: str) -> Path:
     return path
 
 
-def _load_yaml(path: Path) -> dict:
-    """A config with its ``config:`` includes merged (only what the runner inspects)."""
-    data = yaml.safe_load(path.read_text()) or {}
-    base = data.pop("config", None)
-    merged = _load_yaml((path.parent / base).resolve()) if base else {}
-    for key, value in data.items():
-        node = merged
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
-            node[parts[-1]] = {**node[parts[-1]], **value}
-        else:
-            node[parts[-1]] = value
-    return merged
-
-
 def _net_parameters(path: Path) -> set[str]:
     """Keyword arguments of the config's ``model.net`` builder."""
-    class_path = (_load_yaml(path).get("model", {}).get("net") or {}).get("class_path", "")
+    from aspp_seg.config import read_config
+
+    class_path = read_config(["--config", str(path)]).model.net.class_path
     module, _, name = class_path.rpartition(".")
     try:
         builder = getattr(importlib.import_module(module), name)
@@ -198,7 +182,7 @@ def evaluate(
     if all(p.is_file() and p.stat().st_mtime >= trained for p in cached.values()):
         return {s: read_iou_csv(p) for s, p in cached.items()}
 
-    from aspp_seg.cli import lightning_cli
+    from aspp_seg.lightning_cli import lightning_cli
 
     print(f"[table1] evaluating {name} on {', '.join(SPLITS)}: {checkpoint}", flush=True)
     cli = lightning_cli(

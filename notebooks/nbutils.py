@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-import yaml
-from jsonargparse import ArgumentParser
 from lightning.pytorch import LightningDataModule
 from torch import nn
+
+import aspp_seg
+from aspp_seg.config import build_datamodule
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,26 +41,13 @@ def image_indices(default: str = "0,1,2") -> list[int]:
 def load_run(checkpoint: str | Path) -> tuple[nn.Module, LightningDataModule]:
     """The net of a run, with the checkpoint's weights, in eval mode, and its data module.
 
-    Reads ``config.yaml`` of the run folder (``<run>/checkpoints/last.ckpt`` ->
-    ``<run>/config.yaml``), which ``aspp-seg fit`` writes. A relative data root is taken
-    from the repository root when it does not exist from the current folder.
+    `aspp_seg.load_model` reads the run's ``config.yaml`` as ``aspp-seg fit`` does. A
+    relative data root is taken from the repository root when it does not exist from
+    the current folder.
     """
-    checkpoint = Path(checkpoint)
-    config = yaml.safe_load((checkpoint.parent.parent / "config.yaml").read_text())
-    data_cfg = config["data"]
-    root = Path(data_cfg.get("init_args", {}).get("root", "."))
+    model = aspp_seg.load_model(checkpoint)
+    data = model.config.data
+    root = Path(getattr(data.init_args, "root", None) or ".")
     if not root.is_absolute() and not root.exists():
-        data_cfg["init_args"]["root"] = str(REPO / root)
-    parser = ArgumentParser()
-    parser.add_argument("--net", type=nn.Module)
-    parser.add_argument("--data", type=LightningDataModule)
-    parsed = parser.parse_object({"net": config["model"]["net"], "data": data_cfg})
-    built = parser.instantiate_classes(parsed)
-    net, data = built.net, built.data
-    if getattr(net, "num_classes", data.num_classes) != data.num_classes:
-        net.reset_classifier(data.num_classes)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    net.load_state_dict(
-        {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-    )
-    return net.eval(), data
+        data.init_args.root = str(REPO / root)
+    return model.net, build_datamodule(model.config)

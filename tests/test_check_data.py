@@ -20,12 +20,17 @@ from aspp_seg.data.synthetic import generate_demo_cityscapes
 from aspp_seg.data.transforms import eval_transform
 from aspp_seg.errors import DataError
 
+NET = {
+    "class_path": "aspp_seg.models.deeplabv3",
+    "init_args": {"backbone": "resnet10t", "pretrained": False},
+}
+
 
 def _config(tmp_path, root, **init_args):
     config = tmp_path / "config.yaml"
     data = {"class_path": "aspp_seg.data.CityscapesDataModule", "init_args": {"root": str(root)}}
     data["init_args"].update(init_args)
-    spec = {"trainer": {"max_epochs": 1}, "model": {"net": {"class_path": "x"}}, "data": data}
+    spec = {"trainer": {"max_epochs": 1}, "model": {"net": NET}, "data": data}
     config.write_text(yaml.safe_dump(spec))
     return config
 
@@ -160,3 +165,21 @@ def test_study_config_with_include_is_read_like_the_cli(clean, capsys):
     main(["check-data", "--config", str(study), "--data.init_args.root", str(clean),
           "--no_full", "--workers", "1"])  # fmt: skip
     assert "no problems" in capsys.readouterr().out
+
+
+def test_reads_every_config_as_fit_does(clean, tmp_path, capsys):
+    """Several --config merge as in `aspp-seg fit`: the second file's root is checked
+    (the earlier reader took the last file alone, without configs/dl1.yaml's include)."""
+    from aspp_seg.config import read_config
+
+    repo = Path(__file__).resolve().parents[1]
+    second = tmp_path / "root.yaml"
+    second.write_text(yaml.safe_dump({"data": {"init_args": {"root": str(clean)}}}))
+    args = ["--config", str(repo / "configs" / "dl1.yaml"), "--config", str(second)]
+    fit = read_config(args)
+    assert fit.data.init_args.root == str(clean)
+    assert tuple(fit.data.init_args.crop_size) == (513, 513)  # dl1's include still applies
+    main(["check-data", *args, "--workers", "1"])
+    out = capsys.readouterr().out
+    assert f"CityscapesDataModule at {clean}" in out
+    assert "no problems: 12 image/label pairs" in out

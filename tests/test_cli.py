@@ -128,3 +128,33 @@ def test_every_config_parses(config, tmp_path, monkeypatch, capsys):
         main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None), capsys.readouterr().err
     assert "class_path" in capsys.readouterr().out
+
+
+def test_help_lists_lightnings_subcommands_as_lightning_describes_them(tmp_path):
+    """`aspp-seg --help` answers without Lightning, from a copy of its subcommand list."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.cli import LightningCLI, _get_short_description
+
+    from aspp_seg.cli import LIGHTNING_SUBCOMMANDS
+
+    assert list(LIGHTNING_SUBCOMMANDS) == list(LightningCLI.subcommands())
+    for name, text in LIGHTNING_SUBCOMMANDS.items():
+        assert _get_short_description(getattr(Trainer, name)).startswith(text)
+    result = _cli("--help", cwd=tmp_path)
+    for name in ("check-data", "evaluate", "summary", "export"):
+        assert name in result.stdout
+
+
+def test_startup_imports_no_lightning():
+    """The entry point and the non-training commands' --help stay light."""
+    code = (
+        "import sys; from aspp_seg.cli import main\n"
+        "for argv in (['--help'], ['summary', '--help'], ['export', '--help'],\n"
+        "             ['check-data', '--help'], ['cache', '--help']):\n"
+        "    try: main(argv)\n"
+        "    except SystemExit: pass\n"
+        "assert 'lightning' not in sys.modules, 'lightning imported'\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -3,6 +3,7 @@ claims, and trains one step on the demo data; the train-OS16 / evaluate-OS8 swit
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from lightning.pytorch import Callback, Trainer
 
 from aspp_seg.cli import main
-from aspp_seg.commands.summary import build_net, resolved_config
+from aspp_seg.config import build_net, read_config
 from aspp_seg.data import DemoDataModule
 from aspp_seg.errors import ConfigError
 from aspp_seg.models import DeepLabV3, SegNet, deeplabv3, segnet
@@ -22,9 +23,28 @@ REPO = Path(__file__).resolve().parents[1]
 STUDY = ["dl1", "dl2", "dl3", "dl4", "dl1_150ep", "segnet", "deeplabv3_os8", "deeplabv3plus"]
 
 
+def _plain(config) -> dict:
+    return json.loads(json.dumps(config.as_dict(), default=str))
+
+
+def resolved_config(path: str) -> dict:
+    """A config as `aspp-seg fit` reads it, as plain JSON-like data."""
+    return _plain(read_config(["--config", path]))
+
+
 @pytest.fixture(scope="module")
-def configs() -> dict[str, dict]:
-    return {name: resolved_config(str(REPO / "configs" / f"{name}.yaml")) for name in STUDY}
+def parsed() -> dict:
+    return {
+        name: read_config(["--config", str(REPO / "configs" / f"{name}.yaml")]) for name in STUDY
+    }
+
+
+@pytest.fixture(scope="module")
+def configs(parsed) -> dict[str, dict]:
+    return {
+        name: json.loads(json.dumps(config.as_dict(), default=str))
+        for name, config in parsed.items()
+    }
 
 
 def _atrous(net: DeepLabV3) -> list[torch.nn.Conv2d]:
@@ -63,8 +83,8 @@ def test_study_configs_share_the_protocol(configs):
         ("deeplabv3plus", 3, [6, 12, 18]),
     ],
 )
-def test_deeplab_configs_have_the_branches_they_claim(configs, name, kernel, rates):
-    net = build_net(configs[name]["model"]["net"])  # meta device: no memory, no weights
+def test_deeplab_configs_have_the_branches_they_claim(parsed, name, kernel, rates):
+    net = build_net(parsed[name], device="meta")  # no memory, no weights
     convs = _atrous(net)
     assert [c.kernel_size for c in convs] == [(kernel, kernel)] * len(rates)
     assert [c.dilation[0] for c in convs] == rates
@@ -77,8 +97,8 @@ def test_deeplab_configs_have_the_branches_they_claim(configs, name, kernel, rat
     assert isinstance(net.head, DeepLabV3PlusHead) == (name == "deeplabv3plus")
 
 
-def test_segnet_config_builds_segnet(configs):
-    net = build_net(configs["segnet"]["model"]["net"])
+def test_segnet_config_builds_segnet(parsed):
+    net = build_net(parsed["segnet"], device="meta")
     assert isinstance(net, SegNet)
     assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.encoder) == 5
 

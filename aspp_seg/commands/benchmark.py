@@ -37,7 +37,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from aspp_seg.errors import ConfigError
-from aspp_seg.export import build_net
 
 NAME = "benchmark"
 HELP = "latency, images/s, peak memory, params and GMACs of a config's net vs torchvision"
@@ -281,7 +280,10 @@ def main(argv: list[str]) -> None:
           f"({settings['device_name']}, {settings['threads']} threads), batch {args.batch} "
           f"x 3 x {args.size[0]} x {args.size[1]}, {args.iters} timed + {args.warmup} "
           "warm-up batches per phase")  # fmt: skip
-    rows = {"aspp-seg": measure(build_net(args.config, num_classes=args.num_classes), **options)}
+    from aspp_seg.config import build_net, read_config
+
+    net = build_net(read_config(["--config", args.config]), num_classes=args.num_classes)
+    rows = {"aspp-seg": measure(net, **options)}
     ratios = None
     if args.torchvision:
         reference = torchvision_deeplabv3(args.num_classes)

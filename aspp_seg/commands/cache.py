@@ -13,10 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jsonargparse import ArgumentParser
-
-from aspp_seg.commands._common import data_prefix
-from aspp_seg.data.cache import DecodedCache, build_cache, verify_cache
+from aspp_seg import config
 from aspp_seg.errors import ConfigError
 
 NAME = "cache"
@@ -25,19 +22,14 @@ HELP = "decode the configured data set once into a memory-mapped uint8 cache and
 ROLES = ("train", "val", "test")
 
 
-def build_parser() -> ArgumentParser:
-    from aspp_seg.data.datamodules import SegmentationDataModule
-
-    parser = ArgumentParser(prog=f"aspp-seg {NAME}", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=str, required=True, help="a fit config (YAML)")
-    parser.add_subclass_arguments(SegmentationDataModule, "data", required=True)
+def add_arguments(parser) -> None:
+    """The command's own options, beside those of ``aspp-seg fit``."""
     parser.add_argument("--out", type=str, required=True, help="folder for the cache")
     parser.add_argument(
         "--splits", type=list[str], default=["train", "val"], help=f"roles among {ROLES}"
     )
     parser.add_argument("--verify_every", type=int, default=1, help="check every n-th sample")
     parser.add_argument("--progress", type=bool, default=True, help="show progress bars")
-    return parser
 
 
 def _samples(datamodule, role: str):
@@ -48,17 +40,18 @@ def _samples(datamodule, role: str):
 
 
 def main(argv: list[str]) -> None:
-    from aspp_seg.data.datamodules import layout_check_deferred
+    if config.wants_help(argv):
+        config.print_help(f"aspp-seg {NAME}", __doc__.splitlines()[0], add_arguments)
+        return
+    from aspp_seg.data.cache import DecodedCache, build_cache, verify_cache
 
-    parser = build_parser()
-    args = parser.parse_args(data_prefix(argv) + argv)
+    args = config.read_config(argv, add_arguments=add_arguments)
     for role in args.splits:
         if role not in ROLES:
             raise ConfigError(f"--splits holds {role!r}; allowed: {', '.join(ROLES)}")
     if args.verify_every < 1:
         raise ConfigError(f"--verify_every={args.verify_every} must be >= 1")
-    with layout_check_deferred():
-        datamodule = parser.instantiate_classes(args).data
+    datamodule = config.build_datamodule(args)
     if hasattr(datamodule, "prepare_data"):
         datamodule.prepare_data()  # the demo generates its files on first use
     out = Path(args.out)

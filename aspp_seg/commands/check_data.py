@@ -14,13 +14,13 @@ import os
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from jsonargparse import ActionYesNo, ArgumentParser
-
-from aspp_seg.commands._common import data_prefix
-from aspp_seg.data.dataset import PROBLEM_KINDS, Problem, Sample, Scan, inspect_sample
-from aspp_seg.data.parallel import parallel_map
+from aspp_seg import config
 from aspp_seg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aspp_seg.data.dataset import Problem, Sample, Scan
 
 NAME = "check-data"
 HELP = "scan the configured data set and report every faulty file (exit 1 on problems)"
@@ -28,14 +28,10 @@ HELP = "scan the configured data set and report every faulty file (exit 1 on pro
 SHOWN_PER_KIND = 20
 
 
-def build_datamodule(argv: list[str]) -> tuple[object, dict]:
-    """Parses the arguments; returns the data module (layout not yet checked) and the
-    command's own options."""
-    from aspp_seg.data.datamodules import SegmentationDataModule, layout_check_deferred
+def add_arguments(parser) -> None:
+    """The command's own options, beside those of ``aspp-seg fit``."""
+    from jsonargparse import ActionYesNo
 
-    parser = ArgumentParser(prog=f"aspp-seg {NAME}", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=str, required=True, help="a fit config (YAML)")
-    parser.add_subclass_arguments(SegmentationDataModule, "data", required=True)
     parser.add_argument(
         "--splits",
         type=list[str],
@@ -49,12 +45,16 @@ def build_datamodule(argv: list[str]) -> tuple[object, dict]:
         default=True,
         help="decode every file (--no_full: layout only, the check training does at start)",
     )
-    args = parser.parse_args(data_prefix(argv) + argv)
+
+
+def build_datamodule(argv: list[str]) -> tuple[object, dict]:
+    """Reads the config as ``aspp-seg fit`` would; returns the data module (layout not
+    yet checked) and the command's own options."""
+    args = config.read_config(argv, add_arguments=add_arguments)
     for split in args.splits:
         if split not in ("train", "val", "test"):
             raise ConfigError(f"--splits holds {split!r}; allowed: train, val, test")
-    with layout_check_deferred():
-        datamodule = parser.instantiate_classes(args).data
+    datamodule = config.build_datamodule(args)
     return datamodule, {"splits": args.splits, "workers": args.workers, "full": args.full}
 
 
@@ -78,12 +78,17 @@ def scans(datamodule, roles: list[str]) -> dict[str, Scan]:
 
 def inspect_all(samples: list[Sample], workers: int) -> list[Problem]:
     """`inspect_sample` over every sample, in parallel, with a progress bar."""
+    from aspp_seg.data.dataset import inspect_sample
+    from aspp_seg.data.parallel import parallel_map
+
     found = parallel_map(inspect_sample, samples, workers=workers, desc="check-data")
     return [problem for problems in found for problem in problems]
 
 
 def report(problems: list[Problem]) -> str:
     """Problems grouped by kind, in `PROBLEM_KINDS` order, the files of each listed."""
+    from aspp_seg.data.dataset import PROBLEM_KINDS
+
     by_kind: dict[str, list[str]] = defaultdict(list)
     for problem in problems:
         by_kind[problem.kind].append(problem.message)
@@ -100,6 +105,9 @@ def report(problems: list[Problem]) -> str:
 
 
 def main(argv: list[str]) -> None:
+    if config.wants_help(argv):
+        config.print_help(f"aspp-seg {NAME}", __doc__.splitlines()[0], add_arguments)
+        return
     datamodule, options = build_datamodule(argv)
     split_scans = scans(datamodule, options["splits"])
     problems: list[Problem] = []

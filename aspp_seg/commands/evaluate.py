@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 from jsonargparse import ArgumentParser
 
-from aspp_seg.data.io import read_label
 from aspp_seg.data.labels import (
     CAMVID_CLASSES,
     CAMVID_ENCODING,
@@ -40,7 +39,6 @@ from aspp_seg.data.labels import (
     guess_cityscapes_kind,
 )
 from aspp_seg.errors import DataError
-from aspp_seg.metrics import iou_markdown, pair_histogram, reduce_histogram, save_results, scores
 
 NAME = "evaluate"
 HELP = "score a folder of predicted label maps against ground truth (no model needed)"
@@ -186,6 +184,9 @@ def _check(path: Path, counts: np.ndarray, encoding: LabelEncoding, fmt: EvalFor
 
 
 def _pair(gt_path: Path, pred_path: Path, fmt: EvalFormat) -> np.ndarray:
+    from aspp_seg.data.io import read_label  # torch: imported when scoring, not for --help
+    from aspp_seg.metrics import pair_histogram
+
     gt, pred = read_label(gt_path), read_label(pred_path)
     if gt.shape != pred.shape:
         raise DataError(
@@ -217,6 +218,8 @@ def evaluate_pairs(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for histogram in pool.map(lambda pair: _pair(*pair, fmt), pairs):
             total += histogram
+    from aspp_seg.metrics import reduce_histogram, scores
+
     confusion = reduce_histogram(total, fmt.truth.lut, fmt.prediction.lut, len(fmt.class_names))
     return scores(confusion), confusion
 
@@ -266,6 +269,8 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
+    from aspp_seg.metrics import iou_markdown, save_results
+
     start = time.perf_counter()
     result = evaluate_folders(args.gt, args.pred, format=args.format, workers=args.workers)
     seconds = time.perf_counter() - start

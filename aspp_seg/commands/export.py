@@ -16,24 +16,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from jsonargparse import ArgumentParser
 
 from aspp_seg.errors import UserError
-from aspp_seg.export import (
-    FORMATS,
-    LogitsModel,
-    build_net,
-    export_onnx,
-    export_torchscript,
-    load_network,
-    max_difference,
-)
 
 NAME = "export"
 HELP = "export a checkpoint to ONNX or TorchScript and check its logits against PyTorch"
 
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS = tuple(SUFFIX)  # aspp_seg.export.FORMATS, without importing torch for --help
 
 
 def build_parser() -> ArgumentParser:
@@ -54,12 +45,18 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
+    import torch
+
+    from aspp_seg import config
+    from aspp_seg.export import LogitsModel, export_onnx, export_torchscript, max_difference
+    from aspp_seg.loading import load_model
+
     if args.ckpt_path:
-        net = load_network(args.ckpt_path, args.config)
+        net = load_model(args.ckpt_path, config=args.config).net
         default = Path(args.ckpt_path).with_suffix(SUFFIX[args.format])
     elif args.config:
         print("aspp-seg export: no --ckpt_path, exporting random weights")
-        net = build_net(args.config).eval()
+        net = config.build_net(config.read_config(["--config", args.config])).eval()
         default = Path(Path(args.config).stem + SUFFIX[args.format])
     else:
         raise UserError("aspp-seg export needs --ckpt_path (or --config for random weights)")

@@ -13,21 +13,15 @@ published figures do; inference costs the total minus the ``Aux`` column.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import io
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
-import yaml
-from jsonargparse import ArgumentParser
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from typing import TYPE_CHECKING
 
 from aspp_seg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 NAME = "summary"
 HELP = "parameters and forward GMACs of a config's model, by part (backbone, ASPP, head, aux)"
@@ -44,38 +38,6 @@ _PART_OF = {
     "aux_head": "aux",
 }
 DEFAULT_SIZE = (513, 513)
-
-
-def resolved_config(path: str) -> dict:
-    """The full configuration `aspp-seg fit --config path` would run, as a dict."""
-    from aspp_seg.cli import lightning_cli
-
-    if not Path(path).is_file():
-        raise ConfigError(f"--config {path}: no such file")
-    out = io.StringIO()
-    with (
-        contextlib.redirect_stdout(out),
-        contextlib.suppress(SystemExit),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")  # LightningCLI warns about our own sys.argv
-        lightning_cli(["fit", "--config", path, "--print_config"])
-    config = yaml.safe_load(out.getvalue())
-    if not isinstance(config, dict) or "model" not in config:
-        raise ConfigError(f"--config {path}: not an aspp-seg fit config")
-    return config
-
-
-def build_net(spec: dict, *, device: str | torch.device = "meta") -> nn.Module:
-    """Builds ``model.net`` (``class_path`` + ``init_args``) without pretrained weights."""
-    module_name, _, attr = spec["class_path"].rpartition(".")
-    builder = getattr(importlib.import_module(module_name), attr)
-    kwargs = dict(spec.get("init_args") or {})
-    if "pretrained" in kwargs:
-        kwargs["pretrained"] = False
-    kwargs.pop("torchvision_weights", None)
-    with torch.device(device):
-        return builder(**kwargs)
 
 
 def part_of(name: str) -> str:
@@ -96,6 +58,9 @@ def count(net: nn.Module, size: Sequence[int]) -> dict:
         "inference": g}}``; ``total`` GMACs include the aux head, ``inference``
         leaves it out.
     """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     leaves = [(n, m) for n, m in net.named_modules() if n and not list(m.children())]
     params = dict.fromkeys(PARTS, 0)
     for name, module in leaves:
@@ -125,23 +90,21 @@ def summarize(path: str, size: Sequence[int] | None = None, num_classes: int | N
         size: (H, W) of the input; None: the config's ``data.init_args.crop_size``,
             else 513 x 513.
         num_classes: build the net for this many classes; None: the config's
-            ``model.num_classes`` (19 for Cityscapes).
+            net builder's default (19, Cityscapes).
     """
-    config = resolved_config(path)
-    net_spec = dict(config["model"]["net"])
-    classes = num_classes or config["model"].get("num_classes")
-    if classes:
-        net_spec["init_args"] = {**(net_spec.get("init_args") or {}), "num_classes": classes}
+    from aspp_seg.config import build_net, read_config
+
+    config = read_config(["--config", path])
     if size is None:
-        crop = ((config.get("data") or {}).get("init_args") or {}).get("crop_size")
+        crop = getattr(config.data.init_args, "crop_size", None)
         size = tuple(crop) if crop else DEFAULT_SIZE
     if len(size) != 2 or min(size) < 1:
         raise ConfigError(f"--size {list(size)}: give two positive integers H W")
-    net = build_net(net_spec)
+    net = build_net(config, num_classes=num_classes, device="meta")
     result = count(net, size)
     return {
         "config": path,
-        "model": net_spec["class_path"].rpartition(".")[2],
+        "model": config.model.net.class_path.rpartition(".")[2],
         "size": list(size),
         **result,
     }
@@ -168,6 +131,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> None:
+    from jsonargparse import ArgumentParser
+
     parser = ArgumentParser(
         prog="aspp-seg summary",
         description="Parameters and forward GMACs of each config's network, by part. "
