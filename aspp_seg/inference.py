@@ -154,7 +154,9 @@ class Inference:
             scaled = images
             if scale != 1.0:
                 new = [max(1, round(s * scale)) for s in size]
-                scaled = F.interpolate(images.float(), size=new, mode="bilinear", align_corners=False)
+                scaled = F.interpolate(
+                    images.float(), size=new, mode="bilinear", align_corners=False
+                )  # uint8 bilinear rounds on CPU and has no CUDA kernel
             for flipped in (False, True) if self.flip else (False,):
                 inp = scaled.flip(-1) if flipped else scaled
                 logits = self._single(model, inp)

@@ -78,7 +78,8 @@ class LoadedModel:
     """A trained network with what it takes to use it.
 
     Attributes:
-        net: the network, in eval mode: B x 3 x H x W RGB 0-255 (uint8 or float; the net normalises) ->
+        net: the network, in eval mode: B x 3 x H x W RGB 0-255 (uint8 or float; it
+            normalises them itself) ->
             ``{"out": B x C x H x W logits}``.
         class_names: the C class names, in output order.
         palette: RGB per class, for `aspp_seg.visualize.colorize`.

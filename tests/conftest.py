@@ -26,7 +26,8 @@ def tiny_checkpoint(tiny_cityscapes, tmp_path_factory):
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     main(["fit", "--config", str(demo), "--data.init_args.root", str(tiny_cityscapes),
           "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-          "--model.net.init_args.channels", "16", "--trainer.enable_progress_bar", "false",
+          "--model.net.init_args.aspp.init_args.channels", "16",
+          "--trainer.enable_progress_bar", "false",
           "--trainer.callbacks", "[]", "--trainer.max_steps", "2",
           "--trainer.limit_val_batches", "0", "--trainer.logger", "false",
           "--trainer.default_root_dir", str(work)])  # fmt: skip

@@ -42,7 +42,7 @@ def test_fit_a_few_steps_on_real_camvid(tmp_path, monkeypatch):
         "--data.init_args.val_batch_size", "2",
         "--data.init_args.num_workers", "0",
         "--data.init_args.crop_size", "[128, 160]",
-        "--model.net.init_args.channels", "16",
+        "--model.net.init_args.aspp.init_args.channels", "16",
         "--trainer.accelerator", "cpu",
         "--trainer.max_epochs", "1",
         "--trainer.limit_train_batches", "3",

@@ -106,15 +106,16 @@ def test_segnet_config_builds_segnet(parsed):
 def test_delta_config_needs_no_other_file_and_cli_still_overrides(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # includes resolve next to the including file, not the cwd
     config = resolved_config(str(REPO / "configs" / "dl3.yaml"))
-    assert config["model"]["net"]["init_args"]["kernel_size"] == 4
+    assert config["model"]["net"]["init_args"]["aspp"]["init_args"]["kernel_size"] == 4
     assert config["trainer"]["max_epochs"] == 40  # from base/study.yaml
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(REPO / "configs" / "dl3.yaml"),
-              "--model.net.init_args.rates", "[2, 4]", "--print_config"])  # fmt: skip
+              "--model.net.init_args.aspp.init_args.rates", "[2, 4]",
+              "--print_config"])  # fmt: skip
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["net"]["init_args"]["rates"] == [2, 4]
-    assert printed["model"]["net"]["init_args"]["kernel_size"] == 4
+    assert printed["model"]["net"]["init_args"]["aspp"]["init_args"]["rates"] == [2, 4]
+    assert printed["model"]["net"]["init_args"]["aspp"]["init_args"]["kernel_size"] == 4
 
 
 def _fit_args(name: str, root: Path) -> list[str]:
@@ -140,7 +141,7 @@ def _fit_args(name: str, root: Path) -> list[str]:
 _REDUCED = {"--data.init_args.crop_size": "[32, 32]"}
 _REDUCED_DEEPLAB = {
     "--model.net.init_args.backbone": "resnet18",
-    "--model.net.init_args.channels": "16",
+    "--model.net.init_args.aspp.init_args.channels": "16",
 }
 
 
@@ -208,7 +209,12 @@ def test_eval_output_stride_errors_at_construction():
     ("args", "message"),
     [
         (
-            ["--model.net.init_args.kernel_size", "4", "--model.net.init_args.rates", "[8, 9]"],
+            [
+                "--model.net.init_args.aspp.init_args.kernel_size",
+                "4",
+                "--model.net.init_args.aspp.init_args.rates",
+                "[8, 9]",
+            ],
             "kernel_size=4 with rate 9 needs padding 27/2, which is not an integer; "
             "with an even kernel_size use even rates",
         ),

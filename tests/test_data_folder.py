@@ -92,7 +92,7 @@ def test_example_config_checks_and_fits(tmp_path, monkeypatch, capsys):
         "--data.init_args.batch_size", "2",
         "--data.init_args.num_workers", "0",
         "--model.net.init_args.backbone", "resnet18",
-        "--model.net.init_args.channels", "16",
+        "--model.net.init_args.aspp.init_args.channels", "16",
         "--trainer.accelerator", "cpu",
         "--trainer.max_epochs", "1",
         "--trainer.enable_progress_bar", "false",

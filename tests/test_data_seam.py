@@ -68,7 +68,8 @@ def test_a_data_module_defined_in_a_test_file_fits_the_demo_net(tmp_path, monkey
           "--data", f"{__name__}.PngPairsDataModule",
           "--data.init_args.root", str(tmp_path / "pairs"),
           "--data.init_args.batch_size", "2", "--data.init_args.val_batch_size", "2",
-          "--data.init_args.num_workers", "0", "--model.net.init_args.channels", "16",
+          "--data.init_args.num_workers", "0",
+          "--model.net.init_args.aspp.init_args.channels", "16",
           "--trainer.max_epochs", "1", "--trainer.logger", "false",
           "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false",
           "--trainer.default_root_dir", str(tmp_path / "run")])  # fmt: skip

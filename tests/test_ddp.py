@@ -92,7 +92,7 @@ def test_two_process_ddp_on_cpu_keeps_replicas_identical(tiny_cityscapes, tmp_pa
         "--data.init_args.batch_size", "2",
         "--data.init_args.val_batch_size", "2",
         "--data.init_args.num_workers", "0",
-        "--model.net.init_args.channels", "16",
+        "--model.net.init_args.aspp.init_args.channels", "16",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
     env["OMP_NUM_THREADS"] = "1"  # two processes on a small shared CPU
@@ -142,7 +142,7 @@ def test_two_process_ddp_on_cpu_keeps_replicas_identical(tiny_cityscapes, tmp_pa
         "--data.init_args.root", str(tiny_cityscapes),
         "--data.init_args.predict_source", str(source),
         "--data.init_args.num_workers", "0",
-        "--model.net.init_args.channels", "16",
+        "--model.net.init_args.aspp.init_args.channels", "16",
         "--model.predict_dir", str(out),
     ]  # fmt: skip
     result = run_group(predict, cwd=tmp_path, env=env, timeout=300)

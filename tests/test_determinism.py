@@ -36,7 +36,7 @@ def _fit(root: Path, folder: Path, seed: int) -> Path:
           "--trainer.deterministic", "true",
           "--data.init_args.root", str(root),
           "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-          "--model.net.init_args.channels", "16",
+          "--model.net.init_args.aspp.init_args.channels", "16",
           "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
           "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1",
           "--trainer.enable_progress_bar", "false",

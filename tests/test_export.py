@@ -26,26 +26,6 @@ from aspp_seg.models import ASPP, SegNet, deeplabv3plus
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tiny_cityscapes, tmp_path_factory):
-    """conftest's `tiny_checkpoint` with the ASPP width under its new key
-    (``aspp.init_args.channels``); delete once conftest.py uses that key."""
-    from aspp_seg.cli import main
-
-    work = tmp_path_factory.mktemp("tiny_run_export")
-    demo = REPO / "configs" / "demo.yaml"
-    main(["fit", "--config", str(demo), "--data.init_args.root", str(tiny_cityscapes),
-          "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-          "--model.net.init_args.aspp.init_args.channels", "16",
-          "--trainer.enable_progress_bar", "false",
-          "--trainer.callbacks", "[]", "--trainer.max_steps", "2",
-          "--trainer.limit_val_batches", "0", "--trainer.logger", "false",
-          "--trainer.default_root_dir", str(work)])  # fmt: skip
-    checkpoints = sorted(work.rglob("*.ckpt"))
-    assert checkpoints, f"no checkpoint under {work}"
-    return checkpoints[-1]
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_checkpoint):
     """The checkpoint's network as images -> logits (loaded with the run's config.yaml)."""

@@ -23,7 +23,7 @@ def _fit(root: Path, *more: str) -> None:
           "--data.init_args.height", "64", "--data.init_args.width", "128",
           "--data.init_args.seed", "1",
           "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-          "--model.net.init_args.channels", "16",
+          "--model.net.init_args.aspp.init_args.channels", "16",
           "--trainer.log_every_n_steps", "1", "--trainer.limit_val_batches", "1",
           "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
           *more])  # fmt: skip

@@ -37,7 +37,8 @@ def _fit(root: Path, work: Path, loss_yaml: str, *more: str) -> dict:
     config.write_text(f"model:\n  loss:\n{loss_yaml}")
     main(["fit", "--config", str(REPO / "configs" / "demo.yaml"), "--config", str(config),
           "--data.init_args.root", str(root), "--data.init_args.batch_size", "8",
-          "--data.init_args.num_workers", "0", "--model.net.init_args.channels", "16",
+          "--data.init_args.num_workers", "0",
+          "--model.net.init_args.aspp.init_args.channels", "16",
           "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
           "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
           "--trainer.callbacks", "[]", "--trainer.default_root_dir", str(work), *more])  # fmt: skip

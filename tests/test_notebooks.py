@@ -33,7 +33,7 @@ def demo_checkpoint(tiny_cityscapes, tmp_path_factory):
     main(["fit", "--config", str(NOTEBOOKS.parent / "configs" / "demo.yaml"),
           "--data.init_args.root", str(tiny_cityscapes),
           "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-          "--model.net.init_args.channels", "16", "--trainer.max_epochs", "1",
+          "--model.net.init_args.aspp.init_args.channels", "16", "--trainer.max_epochs", "1",
           "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
           "--trainer.enable_progress_bar", "false",
           "--trainer.logger.init_args.save_dir", str(folder / "runs")])  # fmt: skip

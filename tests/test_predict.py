@@ -24,7 +24,7 @@ def _args(root: Path) -> list[str]:
         "--data.init_args.root", str(root),
         "--data.init_args.batch_size", "4",
         "--data.init_args.num_workers", "0",
-        "--model.net.init_args.channels", "16",
+        "--model.net.init_args.aspp.init_args.channels", "16",
         "--trainer.enable_progress_bar", "false",
         "--trainer.callbacks", "[]",
     ]  # fmt: skip

@@ -52,7 +52,8 @@ def test_a_checkpoint_of_another_architecture(tiny_cityscapes, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     main(["fit", "--config", DEMO, "--data.init_args.root", str(tiny_cityscapes),
           "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-          "--model.net.init_args.kernel_size", "4", "--model.net.init_args.rates", "[8, 16, 24]",
+          "--model.net.init_args.aspp.init_args.kernel_size", "4",
+          "--model.net.init_args.aspp.init_args.rates", "[8, 16, 24]",
           "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
           "--trainer.enable_progress_bar", "false"])  # fmt: skip
     run = tmp_path / "runs" / "demo" / "version_0"

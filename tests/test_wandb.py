@@ -85,7 +85,7 @@ def test_demo_run_writes_an_offline_wandb_run(tiny_cityscapes, tmp_path):
         "--data.init_args.root", str(tiny_cityscapes),
         "--data.init_args.batch_size", "4",
         "--data.init_args.num_workers", "0",
-        "--model.net.init_args.channels", "16",
+        "--model.net.init_args.aspp.init_args.channels", "16",
         "--trainer.max_epochs", "2",
         "--trainer.log_every_n_steps", "1",
         "--trainer.enable_progress_bar", "false",
@@ -120,7 +120,7 @@ def test_demo_run_writes_an_offline_wandb_run(tiny_cityscapes, tmp_path):
 
     # the resolved config
     config = _config(records)
-    assert config["cli"]["model"]["net"]["init_args"]["channels"] == 16
+    assert config["cli"]["model"]["net"]["init_args"]["aspp"]["init_args"]["channels"] == 16
 
     # per-class IoU table (logged at the last epoch)
     tables = sorted((run / "files" / "media" / "table" / "val").glob("IoU_table_*.table.json"))
