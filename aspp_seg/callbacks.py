@@ -30,7 +30,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from aspp_seg.checkpoints import CHECKPOINT_KEY
 from aspp_seg.data.labels import CITYSCAPES_PALETTE, IGNORE_INDEX
 from aspp_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from aspp_seg.metrics import column_names
+from aspp_seg.metrics import IoURow, column_names, iou_table
 from aspp_seg.module import labels_at_size
 from aspp_seg.visualize import overlay, plot_confusion
 
@@ -243,10 +243,9 @@ class SegmentationLogger(Callback):
     ) -> None:
         writer = logger.experiment
         step = trainer.global_step
-        rows = self._iou_rows(result, class_names)
-        table = "| class | IoU (%) |\n|---|---|\n" + "".join(
-            f"| {name} | {'-' if v is None else f'{v:.2f}'} |\n" for name, v in rows
-        )
+        iou = [float(v) for v in result["iou"]]
+        names = list(class_names) or [str(i) for i in range(len(iou))]
+        table = iou_table([IoURow([*iou, float(result["miou"])])], names, vertical=True)
         writer.add_text("val/IoU_table", table, step)
         confusion = result.get("confusion")
         if confusion is not None:

@@ -1,17 +1,15 @@
-"""Networks outside Lightning: built from a config, loaded from a checkpoint, exported.
+"""Networks outside Lightning, exported to ONNX or TorchScript and checked against PyTorch.
 
-    net = build_net("configs/dl1.yaml")                       # random weights
-    net = load_network("runs/demo/version_0/checkpoints/last.ckpt")  # trained weights
+    net = aspp_seg.load_model("runs/demo/version_0").net       # trained weights
     export_onnx(LogitsModel(net), "model.onnx", size=(1024, 2048))  # takes uint8 RGB
+
+A network comes from `aspp_seg.loading.load_model` (a checkpoint and its run's config)
+or `aspp_seg.config.build_net` (a config, random weights); this module only wraps,
+exports and runs it.
 
 Exported networks take RGB images with values 0-255, B x 3 x H x W, as the data modules
 yield them; they normalise inside (the net's ``pixel_mean`` / ``pixel_std``), so no
 caller needs ImageNet's mean and std.
-
-A config is read with aspp-seg's own LightningCLI parser (so includes such as
-``config: base/study.yaml`` and dotted overrides work), but only ``model.net`` is built:
-no data set, trainer or logger is touched. ``pretrained`` is forced off: a checkpoint
-brings its own weights, and benchmarks need none.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from jsonargparse import ArgumentParser, Namespace
 from torch import nn
 
 from aspp_seg.errors import ConfigError, UserError
@@ -62,110 +59,6 @@ def example_images(size: Sequence[int], *, batch: int = 1, dtype: str = "uint8")
         raise ConfigError(f"dtype={dtype!r} is not supported; allowed: {tuple(INPUT_DTYPES)}")
     images = torch.randint(0, 256, (batch, 3, *size), dtype=torch.uint8)
     return images.to(INPUT_DTYPES[dtype])
-
-
-def _model_config(config: str | Path, overrides: Sequence[str] = ()) -> Namespace:
-    """The ``model`` section of a run config, parsed as ``aspp-seg fit`` would."""
-    from lightning.pytorch import LightningDataModule
-
-    from aspp_seg.cli import AsppSegCLI
-    from aspp_seg.module import SegmentationModule
-
-    class _ParseOnly(AsppSegCLI):
-        """Parses as ``aspp-seg fit`` (so a run's saved config.yaml, with its
-        ``ckpt_path`` key, is accepted) but builds and runs nothing."""
-
-        def before_instantiate_classes(self) -> None:
-            pass
-
-        def instantiate_classes(self) -> None:
-            pass  # no data layout check, no logger folder
-
-        def after_instantiate_classes(self) -> None:
-            self.subcommand = None  # run no subcommand
-
-    if not Path(config).is_file():
-        raise ConfigError(f"config file {config} not found")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # LightningCLI warns about our own sys.argv
-        cli = _ParseOnly(
-            SegmentationModule,
-            LightningDataModule,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            save_config_callback=None,
-            args=["fit", "--config", str(config), *overrides],
-        )
-    return cli.config.fit.model
-
-
-def build_net(
-    config: str | Path, overrides: Sequence[str] = (), *, num_classes: int | None = None
-) -> nn.Module:
-    """The ``model.net`` of a config, with random weights (``pretrained`` forced off).
-
-    Args:
-        config: a run config (``configs/*.yaml`` or a run's ``config.yaml``).
-        overrides: extra command-line style settings, e.g.
-            ``["--model.net.init_args.output_stride", "8"]``.
-        num_classes: resize the classifier to this many classes.
-    """
-    model = _model_config(config, overrides)
-    net_cfg = model.net.clone() if hasattr(model.net, "clone") else model.net
-    init_args = getattr(net_cfg, "init_args", None)
-    if init_args is not None and "pretrained" in init_args:
-        init_args.pretrained = False
-    parser = ArgumentParser()
-    parser.add_argument("--net", type=nn.Module)
-    parsed = parser.parse_object({"net": net_cfg.as_dict()})
-    net = parser.instantiate_classes(parsed).net
-    if num_classes is not None and getattr(net, "num_classes", num_classes) != num_classes:
-        net.reset_classifier(num_classes)
-    return net
-
-
-def run_config_of(ckpt_path: str | Path) -> Path:
-    """The ``config.yaml`` that ``aspp-seg fit`` saved in the checkpoint's run folder."""
-    ckpt_path = Path(ckpt_path)
-    for folder in (ckpt_path.parent, ckpt_path.parent.parent):
-        if (folder / "config.yaml").is_file():
-            return folder / "config.yaml"
-    raise UserError(
-        f"no config.yaml next to checkpoint {ckpt_path} or in its run folder; give --config"
-    )
-
-
-def load_network(
-    ckpt_path: str | Path, config: str | Path | None = None, overrides: Sequence[str] = ()
-) -> nn.Module:
-    """A trained net from a Lightning checkpoint, in eval mode.
-
-    Args:
-        ckpt_path: a checkpoint written by ``aspp-seg fit``.
-        config: the run's config; default: the ``config.yaml`` of the checkpoint's run.
-        overrides: extra settings for the config.
-    """
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise UserError(f"checkpoint {ckpt_path} not found")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    num_classes = checkpoint.get("hyper_parameters", {}).get("num_classes")
-    net = build_net(config or run_config_of(ckpt_path), overrides, num_classes=num_classes)
-    state = {
-        key[len("net.") :]: value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith("net.")
-    }
-    state = {key.replace("_orig_mod.", ""): value for key, value in state.items()}  # compiled
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise UserError(
-            f"checkpoint {ckpt_path} does not fit the net of the config ({first}); "
-            "give the run's own --config"
-        ) from error
-    return net.eval()
 
 
 def export_onnx(

@@ -5,16 +5,16 @@ Compared like with like: both nets are ResNet-101 (random weights) at the same o
 stride with DL-1's head: ASPP (1x1 + 3x3 atrous at rates 6/12/18 + image pooling, 256
 channels each, 1x1 projection) and a 1x1 classifier, no auxiliary head.
 
-- ``ours``: ``aspp_seg.models.deeplabv3(backbone="resnet101", rates=(6, 12, 18))``
-  (timm backbone, ``output_stride`` 8 or 16).
-- ``torchvision``: ``torchvision.models.resnet101`` with
-  ``replace_stride_with_dilation`` for the same stride, wrapped in torchvision's
-  ``DeepLabV3`` with ``torchvision.models.segmentation.deeplabv3.ASPP(2048, [6, 12,
-  18])`` + 1x1 classifier. torchvision's stock ``DeepLabHead`` adds a 3x3 256->256
-  conv + BN + ReLU after the projection (and uses rates 12/24/36); the study's head does
-  not, so it is left out here. ``--stock`` also times the unchanged
-  ``deeplabv3_resnet101(weights=None, weights_backbone=None, aux_loss=False)`` against
-  ours with ``head_convs=1``, rates 12/24/36 (the same extra conv).
+- ``ours``: ``aspp_seg.models.deeplabv3(backbone="resnet101",
+  aspp=partial(ASPP, rates=(6, 12, 18)))`` (timm backbone, ``output_stride`` 8 or 16).
+- ``torchvision``: ``aspp_seg.models.port.torchvision_deeplabv3(rates=(6, 12, 18),
+  head_convs=0)``: torchvision's ResNet-101 with ``replace_stride_with_dilation`` for
+  the same stride, its ``DeepLabV3`` and ASPP, and a 1x1 classifier. torchvision's
+  stock ``DeepLabHead`` adds a 3x3 256->256 conv + BN + ReLU after the projection (and
+  uses rates 12/24/36); the study's head does not, so it is left out here. ``--stock``
+  also times the unchanged ``deeplabv3_resnet101(weights=None, weights_backbone=None,
+  aux_loss=False)`` (the port builder's defaults) against ours with ``head_convs=1``,
+  rates 12/24/36 (the same extra conv).
 
 Each fast path runs on and off as a variant (applied to both nets, so the ratio is
 per variant): ``channels_last``, ``bf16`` autocast, ``compile`` (``torch.compile``),
@@ -47,6 +47,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,8 @@ from jsonargparse import CLI
 from torch import nn
 
 from aspp_seg.data.labels import IGNORE_INDEX
-from aspp_seg.models import deeplabv3
+from aspp_seg.models import ASPP, deeplabv3
+from aspp_seg.models.port import torchvision_deeplabv3
 from aspp_seg.scaling import AUTO_DEVICES, compile_support, fuse_optimizer, to_channels_last
 
 FAST_PATHS = ("channels_last", "bf16", "compile", "fused")
@@ -88,47 +90,25 @@ def variant_paths(variant: str, device_type: str) -> dict[str, set[str]]:
     return {"ours": ours, "torchvision": shared}
 
 
-def torchvision_dl1(*, output_stride: int, num_classes: int, rates=(6, 12, 18)) -> nn.Module:
-    """torchvision's DeepLabV3 with a ResNet-101 at `output_stride` and DL-1's head."""
-    from torchvision.models import resnet101
-    from torchvision.models._utils import IntermediateLayerGetter
-    from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabV3
-
-    dilate = {8: [False, True, True], 16: [False, False, True]}[output_stride]
-    backbone = resnet101(weights=None, replace_stride_with_dilation=dilate)
-    backbone = IntermediateLayerGetter(backbone, return_layers={"layer4": "out"})
-    head = nn.Sequential(ASPP(2048, list(rates), 256), nn.Conv2d(256, num_classes, 1))
-    return DeepLabV3(backbone, head, None)
-
-
-def torchvision_stock(*, output_stride: int, num_classes: int) -> nn.Module:
-    """torchvision's unchanged deeplabv3_resnet101 (OS8, rates 12/24/36, extra 3x3 conv)."""
-    from torchvision.models.segmentation import deeplabv3_resnet101
-
-    if output_stride != 8:
-        raise ValueError("torchvision's deeplabv3_resnet101 is built at output stride 8")
-    return deeplabv3_resnet101(
-        weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False
-    )
-
-
 def ours_dl1(*, output_stride: int, num_classes: int) -> nn.Module:
+    """DL-1: ResNet-101, ASPP at rates 6/12/18 with 256 channels, no 3x3 head conv."""
     return deeplabv3(
         num_classes=num_classes,
         backbone="resnet101",
         pretrained=False,
         output_stride=output_stride,
-        rates=(6, 12, 18),
+        aspp=partial(ASPP, rates=(6, 12, 18), channels=256),
     )
 
 
 def ours_stock(*, output_stride: int, num_classes: int) -> nn.Module:
+    """Ours shaped like torchvision's stock head: rates 12/24/36 and one 3x3 conv."""
     return deeplabv3(
         num_classes=num_classes,
         backbone="resnet101",
         pretrained=False,
         output_stride=output_stride,
-        rates=(12, 24, 36),
+        aspp=partial(ASPP, rates=(12, 24, 36), channels=256),
         head_convs=1,
     )
 
@@ -303,17 +283,15 @@ def main(
     for output_stride in output_strides:
         builders = {
             "ours": lambda os_=output_stride: ours_dl1(output_stride=os_, num_classes=num_classes),
-            "torchvision": lambda os_=output_stride: torchvision_dl1(
-                output_stride=os_, num_classes=num_classes
+            "torchvision": lambda os_=output_stride: torchvision_deeplabv3(
+                num_classes=num_classes, output_stride=os_, rates=(6, 12, 18), head_convs=0
             ),
         }
         if stock and output_stride == 8:
             builders["ours (head_convs=1, 12/24/36)"] = lambda: ours_stock(
                 output_stride=8, num_classes=num_classes
             )
-            builders["torchvision stock"] = lambda: torchvision_stock(
-                output_stride=8, num_classes=num_classes
-            )
+            builders["torchvision stock"] = lambda: torchvision_deeplabv3(num_classes=num_classes)
         for variant in variants:
             per_kind = variant_paths(variant, dev.type)
             paths = {

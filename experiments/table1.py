@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 from jsonargparse import ArgumentParser
 
-from aspp_seg.data.labels import TABLE1_COLUMNS
+from aspp_seg.data.labels import CITYSCAPES_CLASSES, TABLE1_COLUMNS
 from aspp_seg.errors import ConfigError, UserError
-from aspp_seg.metrics import write_iou_table
+from aspp_seg.metrics import IoURow, iou_table, write_iou_table
 from experiments.study import StudyRow, load_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,6 +209,7 @@ def evaluate(
 
 
 def _fmt(value: float | None, *, sign: bool = False) -> str:
+    """A percentage of Table 2 (Table 1 is `aspp_seg.metrics.iou_table`'s)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:+.2f}" if sign else f"{value:.2f}"
@@ -222,21 +223,19 @@ def _diff(ours: float | None, theirs: float | None) -> float | None:
 
 def table1(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
     """Markdown: per-class val IoU (%) of each run, the study's row and the difference."""
-    header = ["Method", "Source", *TABLE1_COLUMNS, "mIoU"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for name, result in results.items():
-        ours = [100 * v for v in result["val"]["iou"]] + [100 * result["val"]["miou"]]
+        ours = [*result["val"]["iou"], result["val"]["miou"]]  # fractions
         row = study.get(name)
-        method = row.method if row else name
-        lines.append(f"| {method} | this run ({name}) | " + " | ".join(map(_fmt, ours)) + " |")
+        rows.append(IoURow(ours, labels=(row.method if row else name, f"this run ({name})")))
         if row:
-            theirs = [*row.iou, row.miou]
-            lines.append("|  | study | " + " | ".join(map(_fmt, theirs)) + " |")
-            diffs = [_fmt(_diff(a, b), sign=True) for a, b in zip(ours, theirs, strict=True)]
-            lines.append("|  | difference | " + " | ".join(diffs) + " |")
+            theirs = [v / 100 for v in (*row.iou, row.miou)]  # the study prints percentages
+            diffs = [_diff(a, b) for a, b in zip(ours, theirs, strict=True)]
+            rows.append(IoURow(theirs, labels=("", "study")))
+            rows.append(IoURow(diffs, labels=("", "difference"), signed=True))
         else:
-            lines.append(f"|  | study | {' | '.join(['-'] * (len(header) - 2))} |")
-    return "\n".join(lines) + "\n"
+            rows.append(IoURow([None] * len(ours), labels=("", "study")))
+    return iou_table(rows, CITYSCAPES_CLASSES, label_columns=["Method", "Source"])
 
 
 def table2(results: dict[str, dict], study: dict[str, StudyRow]) -> str:

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from aspp_seg.cli import main
-from aspp_seg.commands import benchmark
 from aspp_seg.commands.benchmark import measure
+from aspp_seg.models import port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def _check(printed: str, report: dict) -> tuple[dict, dict]:
 class _StandIn(nn.Module):
     """A tiny stand-in for torchvision's ResNet-101 DeepLabV3 (measured in the slow test)."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, *, num_classes: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, num_classes, 3, padding=1)
 
@@ -50,7 +50,7 @@ class _StandIn(nn.Module):
 
 
 def test_benchmark_prints_and_writes_ratios(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(benchmark, "torchvision_deeplabv3", _StandIn)
+    monkeypatch.setattr(port, "torchvision_deeplabv3", _StandIn)
     _, theirs = _check(*_run(tmp_path, capsys))
     assert theirs["gmacs"] == pytest.approx(19 * 3 * 9 * 32 * 48 / 1e9)
 

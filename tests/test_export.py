@@ -17,10 +17,9 @@ from aspp_seg.export import (
     example_images,
     export_onnx,
     export_torchscript,
-    load_network,
     max_difference,
-    run_config_of,
 )
+from aspp_seg.loading import load_model, run_config_of
 from aspp_seg.models import ASPP, SegNet, deeplabv3plus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def trained(tiny_checkpoint):
     """The checkpoint's network as images -> logits (loaded with the run's config.yaml)."""
-    return LogitsModel(load_network(tiny_checkpoint)).eval()
+    return LogitsModel(load_model(tiny_checkpoint).net).eval()
 
 
 def _randomise_norms(net: nn.Module) -> nn.Module:
@@ -55,11 +54,6 @@ TINY_NETS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aspp_seg/commands/export.py still checks with torch.randn images; it must use "
-    "aspp_seg.export.example_images (uint8 RGB) now that exports take raw images",
-)
 def test_onnx_export_command_matches_pytorch(tiny_checkpoint, trained, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
@@ -132,5 +126,5 @@ def test_loaded_network_has_the_checkpoint_weights(tiny_checkpoint, trained):
 
 
 def test_checkpoint_and_config_that_do_not_fit_are_named(tiny_checkpoint):
-    with pytest.raises(UserError, match="does not fit the net of the config"):
-        load_network(tiny_checkpoint, REPO / "configs" / "demo.yaml")  # 64 channels, not 16
+    with pytest.raises(UserError, match="does not fit the net of its config"):
+        load_model(tiny_checkpoint, config=REPO / "configs" / "demo.yaml")  # 64 channels, not 16

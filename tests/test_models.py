@@ -319,7 +319,7 @@ class ScaledASPP(ASPP):
 
 @pytest.mark.parametrize("builder", ["deeplabv3", "deeplabv3plus"])
 def test_new_aspp_argument_reaches_yaml_without_touching_builders(builder):
-    from aspp_seg.export import build_net
+    from aspp_seg.config import build_net, read_config
 
     class_path = f"{ScaledASPP.__module__}.{ScaledASPP.__qualname__}"
     net_yaml = f"""
@@ -332,13 +332,14 @@ def test_new_aspp_argument_reaches_yaml_without_touching_builders(builder):
             init_args: {{scale: 0.5, rates: [2, 4], channels: 8}}
     """
     # parsed by aspp-seg's own LightningCLI parser, as `aspp-seg fit --config` does
-    net = build_net(REPO / "configs" / "demo.yaml", ["--model.net", net_yaml])
+    demo = ["--config", str(REPO / "configs" / "demo.yaml")]
+    net = build_net(read_config([*demo, "--model.net", net_yaml]))
     assert type(net.head.aspp) is ScaledASPP
     assert net.head.aspp.scale == 0.5 and net.head.aspp.rates == (2, 4)
     assert net.head.aspp.out_channels == 8
     # a dotted override of the new argument, as on the command line
     overrides = ["--model.net", net_yaml, "--model.net.init_args.aspp.init_args.scale", "0.0"]
-    zero = build_net(REPO / "configs" / "demo.yaml", overrides).eval()
+    zero = build_net(read_config([*demo, *overrides])).eval()
     assert zero.head.aspp.scale == 0.0
     with torch.no_grad():
         assert not zero.head.aspp(torch.randn(1, 512, 4, 4)).any()  # the scale took effect

@@ -13,7 +13,8 @@ phase, sampled every 2 ms, after returning freed heap memory to the OS); paramet
 GMACs per image of one inference forward pass (PyTorch's FlopCounterMode). Then
 ours / torchvision ratios (below 1 = we are faster, smaller, cheaper). Both networks
 get random weights (``pretrained`` forced off; torchvision: ``weights=None,
-weights_backbone=None``, no aux head, the same number of classes).
+weights_backbone=None``, no aux head, the same number of classes; built by
+`aspp_seg.models.port.torchvision_deeplabv3`).
 """
 
 from __future__ import annotations
@@ -191,15 +192,6 @@ def measure(
     return result
 
 
-def torchvision_deeplabv3(num_classes: int) -> nn.Module:
-    """torchvision's DeepLabV3-ResNet101 (output stride 8), random weights, no aux head."""
-    from torchvision.models.segmentation import deeplabv3_resnet101
-
-    return deeplabv3_resnet101(
-        weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False
-    )
-
-
 def _cell(value: float | None, fmt: str) -> str:
     return "-" if value is None or value != value else fmt.format(value)
 
@@ -286,7 +278,9 @@ def main(argv: list[str]) -> None:
     rows = {"aspp-seg": measure(net, **options)}
     ratios = None
     if args.torchvision:
-        reference = torchvision_deeplabv3(args.num_classes)
+        from aspp_seg.models.port import torchvision_deeplabv3
+
+        reference = torchvision_deeplabv3(num_classes=args.num_classes)  # its defaults: stock
         rows["torchvision deeplabv3_resnet101"] = measure(reference, **options)
         ours, theirs = rows["aspp-seg"], rows["torchvision deeplabv3_resnet101"]
         ratios = {key: ours[key] / theirs[key] for key in ours if theirs.get(key)}

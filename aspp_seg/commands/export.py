@@ -4,10 +4,11 @@
     aspp-seg export --ckpt_path best.ckpt --config configs/dl1.yaml --format torchscript \\
         --size 1024 2048 --output dl1.pt
 
-The exported model maps normalised images (B x 3 x H x W float32, ImageNet mean/std)
-to logits (B x C x H x W); for ONNX, batch, height and width stay free unless
-``--fixed_size``. After writing, the export runs on random images (onnxruntime on the
-CPU for ONNX) and the largest logit difference to PyTorch is printed; above
+The exported model maps RGB images (B x 3 x H x W, values 0-255, uint8 as the data
+modules yield them; it normalises inside) to logits (B x C x H x W); for ONNX, batch,
+height and width stay free unless ``--fixed_size``. After writing, the export runs on
+two random uint8 images of ``--size`` (onnxruntime on the CPU for ONNX) and the largest
+logit difference to PyTorch is printed; above
 ``--tolerance`` the command fails. ONNX needs the ``export`` extra:
 ``pip install 'aspp-seg[export]'``.
 """
@@ -45,10 +46,14 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    import torch
-
     from aspp_seg import config
-    from aspp_seg.export import LogitsModel, export_onnx, export_torchscript, max_difference
+    from aspp_seg.export import (
+        LogitsModel,
+        example_images,
+        export_onnx,
+        export_torchscript,
+        max_difference,
+    )
     from aspp_seg.loading import load_model
 
     if args.ckpt_path:
@@ -77,7 +82,7 @@ def main(argv: list[str]) -> None:
         export_torchscript(model, output, size=(height, width))
     print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB, {args.format})")
     if args.check:
-        images = torch.randn(2, 3, height, width)
+        images = example_images((height, width), batch=2)  # uint8 RGB, as exported
         diff = max_difference(model, output, images)
         print(f"max |logit difference| to PyTorch on 2 x 3 x {height} x {width}: {diff:.2e}")
         if diff > args.tolerance:
