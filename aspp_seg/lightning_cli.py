@@ -15,7 +15,7 @@ from aspp_seg.checkpoints import check_fits, is_file_path, read_checkpoint
 from aspp_seg.determinism import check_deterministic
 from aspp_seg.fast_paths import FastPaths
 from aspp_seg.module import SegmentationModule
-from aspp_seg.resume import resolve_last, restore_metrics
+from aspp_seg.resume import LoggedStepAlignment, resolve_last, restore_metrics
 
 
 class AsppSegCLI(LightningCLI):
@@ -54,6 +54,7 @@ class AsppSegCLI(LightningCLI):
         self._check_checkpoint()
         check_deterministic(self.trainer)
         restore_metrics(self.trainer)  # the metrics of the run that `--ckpt_path last` resumes
+        self.trainer.callbacks.insert(0, LoggedStepAlignment())  # before any logging callback
 
     def before_validate(self) -> None:
         self._check_checkpoint()

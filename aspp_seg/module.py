@@ -230,11 +230,17 @@ class SegmentationModule(LightningModule):
         self._eval_step(batch, self.test_confusion)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """``{"name": [str], "pred": B x H x W uint8}``, at the files' size when the batch
-        says it (``size``: the images of a batch share one size)."""
+        """``{"name": [str], "pred": B x H x W uint8}`` at the files' size: ``size`` (image
+        files, which share one size per batch) or ``label_size`` (a data set's split,
+        where each image has its own; ``pred`` is then a list of H x W tensors)."""
         logits = self.inference(self, batch["image"])
         if "size" in batch:
             logits = _resize(logits, tuple(batch["size"][0].tolist()))
+        elif "label_size" in batch:
+            preds = labels_at_size(logits, batch).to(torch.uint8)
+            sizes = batch["label_size"].tolist()
+            cropped = [p[:h, :w] for p, (h, w) in zip(preds, sizes, strict=True)]
+            return {"name": batch["name"], "pred": cropped}
         return {"name": batch["name"], "pred": logits.argmax(1).to(torch.uint8)}
 
     def configure_callbacks(self) -> list:

@@ -156,7 +156,7 @@ class PredictionWriter(BasePredictionWriter):
         names = self.class_names or getattr(pl_module, "class_names", CITYSCAPES_CLASSES)
         label_ids = tuple(names) == CITYSCAPES_CLASSES
         palette = self._palette(trainer)
-        preds = prediction["pred"].to(torch.uint8).cpu().numpy()
+        preds = [p.to(torch.uint8).cpu().numpy() for p in prediction["pred"]]  # or a list
         paths = self._image_paths(trainer, batch, batch_indices, dataloader_idx)
         for i, name in enumerate(prediction["name"]):
             self.write_image(

@@ -4,6 +4,7 @@ claims, and trains one step on the demo data; the train-OS16 / evaluate-OS8 swit
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from aspp_seg.cli import main
 from aspp_seg.config import build_net, read_config
 from aspp_seg.data import DemoDataModule
 from aspp_seg.errors import ConfigError
-from aspp_seg.models import DeepLabV3, SegNet, deeplabv3, segnet
+from aspp_seg.models import ASPP, DeepLabV3, SegNet, deeplabv3, segnet
 from aspp_seg.models.heads import DeepLabV3PlusHead
 from aspp_seg.module import SegmentationModule
 
@@ -172,7 +173,9 @@ class _Strides(Callback):
 
 
 def test_train_at_16_evaluate_at_8(tiny_cityscapes, tmp_path):
-    net = deeplabv3(num_classes=19, backbone="resnet18", pretrained=False, channels=16)
+    net = deeplabv3(
+        num_classes=19, backbone="resnet18", pretrained=False, aspp=partial(ASPP, channels=16)
+    )
     module = SegmentationModule(net, eval_output_stride=8)
     data = DemoDataModule(str(tiny_cityscapes), batch_size=2, val_batch_size=1, num_workers=0)
     strides = _Strides()
@@ -200,7 +203,9 @@ def test_train_at_16_evaluate_at_8(tiny_cityscapes, tmp_path):
 def test_eval_output_stride_errors_at_construction():
     with pytest.raises(ConfigError, match="eval_output_stride needs a DeepLab network"):
         SegmentationModule(segnet(num_classes=19, pretrained=False), eval_output_stride=8)
-    net = deeplabv3(num_classes=19, backbone="resnet18", pretrained=False, channels=16)
+    net = deeplabv3(
+        num_classes=19, backbone="resnet18", pretrained=False, aspp=partial(ASPP, channels=16)
+    )
     with pytest.raises(ConfigError, match=r"output_stride=12 .*allowed"):
         SegmentationModule(net, eval_output_stride=12)
 

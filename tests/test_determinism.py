@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import resource
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -74,10 +75,11 @@ def _two_steps(seed: int) -> dict[str, torch.Tensor]:
     """Two SGD steps of a small DeepLabV3 from a seeded init on seeded random data."""
     from lightning.pytorch import seed_everything
 
-    from aspp_seg.models import deeplabv3
+    from aspp_seg.models import ASPP, deeplabv3
 
     seed_everything(seed, verbose=False)
-    net = deeplabv3(backbone="resnet10t", pretrained=False, channels=8, num_classes=5)
+    net = deeplabv3(backbone="resnet10t", pretrained=False, num_classes=5,
+                    aspp=partial(ASPP, channels=8))  # fmt: skip
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     for _ in range(2):
         images = torch.randn(2, 3, 32, 32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +50,16 @@ def _validate(root: str, devices: int, workdir: str) -> np.ndarray | None:
     from lightning.pytorch import Trainer
 
     from aspp_seg.data import CityscapesDataModule
-    from aspp_seg.models import deeplabv3
+    from aspp_seg.models import ASPP, deeplabv3
     from aspp_seg.module import SegmentationModule
 
     torch.manual_seed(0)
     net = deeplabv3(
-        num_classes=19, backbone="resnet18", pretrained=False, output_stride=16, channels=16
+        num_classes=19,
+        backbone="resnet18",
+        pretrained=False,
+        output_stride=16,
+        aspp=partial(ASPP, channels=16),
     )
     module = SegmentationModule(net)
     # Batch 1: each frame's forward pass is the same computation in both runs.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import pytest
 import torch
@@ -10,14 +11,14 @@ from torch import nn
 
 from aspp_seg.errors import ConfigError
 from aspp_seg.inference import Inference, slide_logits, window_starts
-from aspp_seg.models import deeplabv3
+from aspp_seg.models import ASPP, deeplabv3
 
 
 @pytest.fixture(scope="module")
 def tiny_net():
     torch.manual_seed(0)
     net = deeplabv3(num_classes=5, backbone="resnet18", pretrained=False, output_stride=8,
-                    rates=(1, 2), channels=16).eval()  # fmt: skip
+                    aspp=partial(ASPP, rates=(1, 2), channels=16)).eval()  # fmt: skip
     return lambda x: net(x)["out"]
 
 
@@ -126,7 +127,7 @@ def _module(**kwargs):
 
     torch.manual_seed(0)
     net = deeplabv3(num_classes=5, backbone="resnet18", pretrained=False, output_stride=8,
-                    rates=(1, 2), channels=16)  # fmt: skip
+                    aspp=partial(ASPP, rates=(1, 2), channels=16))  # fmt: skip
     return SegmentationModule(net, num_classes=5, class_names=list("abcde"), **kwargs).eval()
 
 

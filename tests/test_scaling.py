@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -14,12 +15,13 @@ from aspp_seg import scaling
 from aspp_seg.data.datamodules import DemoDataModule
 from aspp_seg.errors import ConfigError
 from aspp_seg.fast_paths import FastPaths
-from aspp_seg.models import deeplabv3
+from aspp_seg.models import ASPP, deeplabv3
 from aspp_seg.module import SegmentationModule
 
 
 def _tiny_net(**kwargs) -> nn.Module:
-    return deeplabv3(num_classes=5, backbone="resnet18", pretrained=False, channels=8, **kwargs)
+    return deeplabv3(num_classes=5, backbone="resnet18", pretrained=False,
+                     aspp=partial(ASPP, channels=8), **kwargs)  # fmt: skip
 
 
 def _fit(module, root, tmp_path, fast_paths=None, **trainer_kwargs) -> Trainer:
@@ -196,18 +198,12 @@ def test_module_switches_can_be_forced_on_cpu(tiny_cityscapes, tmp_path):
     assert torch.isfinite(module(torch.randn(1, 3, 64, 128))).all()
 
 
-def test_module_normalises_uint8_batches_on_the_device(tiny_cityscapes):
+def test_module_takes_uint8_batches_and_the_net_normalises(tiny_cityscapes):
     module = SegmentationModule(_tiny_net(), num_classes=19).eval()
     images = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8)
     masks = torch.randint(0, 19, (2, 64, 96), dtype=torch.uint8)
-    prepared = module.prepare_images(images)
-    assert prepared.dtype == torch.float32
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    torch.testing.assert_close(prepared, (images / 255 - mean) / std)
-    assert module.prepare_images(prepared) is prepared  # float: taken as normalised
-    with torch.no_grad():  # raw uint8 and normalised float input: the same logits
-        torch.testing.assert_close(module(images), module(prepared))
+    with torch.no_grad():  # uint8 and float RGB 0-255: the same logits
+        torch.testing.assert_close(module(images), module(images.float()))
     module.val_confusion.update(torch.zeros_like(masks), masks)  # uint8 labels count too
     assert module.val_confusion.compute().sum() == masks.numel()
     datamodule = DemoDataModule(str(tiny_cityscapes), batch_size=2, num_workers=0)

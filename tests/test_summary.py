@@ -4,6 +4,7 @@ figure, parts add up."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from torchvision.models.segmentation import deeplabv3_resnet50, deeplabv3_resnet
 
 from aspp_seg.cli import main
 from aspp_seg.commands.summary import PARTS, count
-from aspp_seg.models import deeplabv3
+from aspp_seg.models import ASPP, deeplabv3
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,7 @@ def _torchvision_like(backbone: str) -> torch.nn.Module:
         backbone=backbone,
         pretrained=False,
         output_stride=8,
-        rates=[12, 24, 36],
+        aspp=partial(ASPP, rates=[12, 24, 36]),
         head_convs=1,
         aux_head=True,
     )
