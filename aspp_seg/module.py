@@ -21,6 +21,7 @@ from aspp_seg.errors import ConfigError
 from aspp_seg.inference import Inference
 from aspp_seg.losses import CrossEntropyLoss
 from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, save_results, scores
+from aspp_seg.param_groups import apply_lr_mults, build_param_groups, check_param_groups
 from aspp_seg.schedules import SchedulerFactory, retarget
 
 INFERENCE_SETTINGS = (
@@ -87,7 +88,13 @@ class SegmentationModule(LightningModule):
             the net (B x C x H x W logits, B x H x W int64 targets, 255 = ignore); the
             auxiliary output's loss is weighted by `aux_weight`. Default: cross-entropy
             (`aspp_seg.losses`: also OHEM, Lovász-softmax and weighted sums).
-        optimizer: called with the parameters; default: the study's SGD.
+        optimizer: called with the parameter groups; default: the study's SGD.
+        param_groups: per part of the net (its top-level children: ``backbone``,
+            ``head``, ``aux_head``), ``lr_mult`` (times the optimizer's LR) and
+            ``weight_decay``; e.g. ``{aux_head: {lr_mult: 10}}`` as torchvision's
+            reference trains. See `aspp_seg.param_groups`.
+        norm_bias_weight_decay: False: no weight decay on norm weights and biases
+            (timm's ``param_groups_weight_decay``).
         scheduler: called with the optimiser and the total number of training steps;
             stepped every iteration. Default: poly decay with power 0.9.
         aux_weight: weight of the auxiliary head's loss, when the net has one.
@@ -121,6 +128,8 @@ class SegmentationModule(LightningModule):
         class_names: Sequence[str] = CITYSCAPES_CLASSES,
         loss: nn.Module | None = None,
         optimizer: OptimizerFactory = study_sgd,
+        param_groups: dict[str, dict[str, float]] | None = None,
+        norm_bias_weight_decay: bool = True,
         scheduler: SchedulerFactory = poly_schedule,
         aux_weight: float = 0.4,
         lr_scaling: str = "none",
@@ -152,6 +161,7 @@ class SegmentationModule(LightningModule):
             )
         if lr_base_batch_size < 1:
             raise ConfigError(f"model.lr_base_batch_size={lr_base_batch_size} must be >= 1")
+        check_param_groups(net, param_groups)
         self.net = net
         self.loss = CrossEntropyLoss() if loss is None else loss
         self.class_names = list(class_names)
@@ -301,7 +311,14 @@ class SegmentationModule(LightningModule):
         self.print_table("val")
 
     def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer_factory(self.parameters())
+        groups = build_param_groups(
+            self,
+            self.net,
+            self.hparams.param_groups,
+            norm_bias_weight_decay=self.hparams.norm_bias_weight_decay,
+        )
+        optimizer = self.optimizer_factory(groups)
+        apply_lr_mults(optimizer)
         if self.hparams.lr_scaling != "none":
             self._scale_lr(optimizer)
         total = int(self.trainer.estimated_stepping_batches)
