@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from aspp_seg.callbacks import RunConfigCallback, add_segmentation_logger
 from aspp_seg.checkpoints import check_fits, is_file_path, read_checkpoint
+from aspp_seg.class_balance import resolve_class_weights, write_into_config
 from aspp_seg.determinism import check_deterministic
 from aspp_seg.fast_paths import FastPaths
 from aspp_seg.module import SegmentationModule
@@ -52,9 +53,20 @@ class AsppSegCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_checkpoint()
+        self._compute_class_weights()
         check_deterministic(self.trainer)
         restore_metrics(self.trainer)  # the metrics of the run that `--ckpt_path last` resumes
         self.trainer.callbacks.insert(0, LoggedStepAlignment())  # before any logging callback
+
+    def _compute_class_weights(self) -> None:
+        """``weight: median_frequency`` (or ``inverse_sqrt``) in the loss: computed from the
+        training labels, and written into the config that the run saves."""
+        loss = getattr(self.model, "loss", None)
+        if loss is None or not hasattr(self.datamodule, "scan_training"):
+            return
+        computed = resolve_class_weights(loss, self.datamodule, self.model.class_names)
+        if computed and self.config["fit"]["model"].get("loss") is not None:
+            write_into_config(self.config["fit"]["model"]["loss"], computed)
 
     def before_validate(self) -> None:
         self._check_checkpoint()

@@ -28,7 +28,16 @@ LOVASZ_CLASSES = ("present", "all")
 CLASS_WEIGHT_METHODS = ("median_frequency", "inverse_sqrt")
 
 
-def _weight_buffer(module: nn.Module, weight: Sequence[float] | None) -> None:
+def _weight_buffer(module: nn.Module, weight: Sequence[float] | str | None) -> None:
+    """Registers the class weights; a method name (`CLASS_WEIGHT_METHODS`) leaves them to
+    be computed from the training split's labels (`set_class_weights`, by ``fit``)."""
+    module.weight_method = None
+    if isinstance(weight, str):
+        if weight not in CLASS_WEIGHT_METHODS:
+            raise ValueError(
+                f"weight={weight!r}: a list of floats or one of {CLASS_WEIGHT_METHODS}"
+            )
+        module.weight_method, weight = weight, None
     if weight is not None:
         if len(weight) == 0 or any(w < 0 for w in weight):
             raise ValueError(f"weight={list(weight)} must be a non-empty list of floats >= 0")
@@ -37,7 +46,23 @@ def _weight_buffer(module: nn.Module, weight: Sequence[float] | None) -> None:
     module.register_buffer("weight", weight, persistent=False)
 
 
-def _check_weight(weight: torch.Tensor | None, num_classes: int) -> None:
+def set_class_weights(module: nn.Module, weights: Sequence[float]) -> None:
+    """Gives a loss built with ``weight: <method>`` the weights computed for it."""
+    module.weight = torch.tensor(list(weights), dtype=torch.float32, device=_device(module))
+
+
+def _device(module: nn.Module) -> torch.device:
+    tensor = next(iter(module.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def _check_weight(module: nn.Module, num_classes: int) -> None:
+    weight = module.weight
+    if weight is None and module.weight_method is not None:
+        raise ValueError(
+            f"{type(module).__name__}(weight={module.weight_method!r}): the class weights are "
+            "computed from the training split by `aspp-seg fit`; outside fit give a list"
+        )
     if weight is not None and weight.numel() != num_classes:
         raise ValueError(f"weight has {weight.numel()} entries for {num_classes} classes")
 
@@ -62,11 +87,15 @@ class CrossEntropyLoss(nn.Module):
     set (torch's ``reduction="mean"``), 0 for a batch without labelled pixels.
 
     Args:
-        weight: one weight per class (e.g. from `class_weights`); None: all 1.
+        weight: one weight per class; ``median_frequency`` or ``inverse_sqrt``: computed
+            from the training split's label histogram by ``aspp-seg fit`` (`class_weights`),
+            printed once and written into the run's config.yaml; None: all 1.
         label_smoothing: in [0, 1), as ``F.cross_entropy``'s.
     """
 
-    def __init__(self, *, weight: list[float] | None = None, label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self, *, weight: list[float] | str | None = None, label_smoothing: float = 0.0
+    ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={label_smoothing} must lie in [0, 1)")
@@ -75,7 +104,7 @@ class CrossEntropyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """B x C x H x W logits, B x H x W targets (255 = ignore) -> scalar."""
-        _check_weight(self.weight, logits.shape[1])
+        _check_weight(self, logits.shape[1])
         target = target.long()
         total = F.cross_entropy(
             logits.float(),
@@ -111,7 +140,8 @@ class OhemCrossEntropyLoss(nn.Module):
             0.7 is mmsegmentation's Cityscapes setting.
         min_kept: pixels kept at least, per image (mmsegmentation's ``min_kept``,
             multiplied by the batch size as there); 100000 of 512 x 1024 is a fifth.
-        weight: one weight per class; None: all 1.
+        weight: one weight per class, or a method of `class_weights` (as for
+            `CrossEntropyLoss`); None: all 1.
     """
 
     def __init__(
@@ -119,7 +149,7 @@ class OhemCrossEntropyLoss(nn.Module):
         *,
         thresh: float | None = 0.7,
         min_kept: int = 100000,
-        weight: list[float] | None = None,
+        weight: list[float] | str | None = None,
     ) -> None:
         super().__init__()
         if thresh is not None and not 0.0 < thresh <= 1.0:
@@ -156,7 +186,7 @@ class OhemCrossEntropyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """B x C x H x W logits, B x H x W targets (255 = ignore) -> scalar."""
-        _check_weight(self.weight, logits.shape[1])
+        _check_weight(self, logits.shape[1])
         target = target.long()
         pixel_loss = F.cross_entropy(
             logits.float(), target, weight=self.weight, ignore_index=IGNORE_INDEX, reduction="none"
