@@ -12,8 +12,8 @@ import json
 # Every YAML in configs/ except the logger/ and trainer/ presets (and base/, which
 # runs as DL-1 and is covered by dl1).
 CONFIGS = (
-    "camvid", "deeplabv3_os8", "deeplabv3plus", "demo", "dl1", "dl1_150ep", "dl2", "dl3",
-    "dl4", "folder_example", "segnet",
+    "camvid", "camvid_full", "deeplabv3_os8", "deeplabv3plus", "demo", "dl1", "dl1_150ep",
+    "dl2", "dl3", "dl4", "folder_example", "segnet",
 )  # fmt: skip
 
 # folder_example reads its class table from data.root at construction: the test points
@@ -61,3 +61,35 @@ def describe_data(datamodule) -> dict:
         "train_transform": _transform(datamodule.train_tf),
         "eval_transform": _transform(datamodule.eval_tf),
     }
+
+
+def record(names: list[str]) -> None:
+    """Re-records the named configs in golden_configs.json (on purpose: a config whose
+    network or data pipeline was changed deliberately, or a new config)."""
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from aspp_seg.config import build_datamodule, build_net, read_config
+
+    repo = Path(__file__).resolve().parents[1]
+    path = Path(__file__).with_name("golden_configs.json")
+    golden = json.loads(path.read_text())
+    for name in names:
+        args = ["--config", str(repo / "configs" / f"{name}.yaml")]
+        if name == "folder_example":
+            classes = Path(tempfile.mkdtemp()) / "classes.yaml"
+            classes.write_text(yaml.safe_dump(FOLDER_CLASSES))
+            args += ["--data.init_args.classes", str(classes)]
+        config = read_config(args)
+        datamodule = build_datamodule(config)
+        net = build_net(config, num_classes=datamodule.num_classes, device="meta")
+        golden[name] = {"net": describe_net(net), "data": describe_data(datamodule)}
+    path.write_text(json.dumps(dict(sorted(golden.items())), indent=1) + "\n")
+
+
+if __name__ == "__main__":  # python tests/golden_configs.py camvid camvid_full
+    import sys
+
+    record(sys.argv[1:])
