@@ -319,8 +319,9 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
 
 class RunConfigCallback(SaveConfigCallback):
     """LightningCLI's config saver that also gives the resolved config to W&B and
-    remembers the W&B run id in every checkpoint, so that ``--ckpt_path last`` resumes
-    the same W&B run (see `aspp_seg.resume`)."""
+    remembers the W&B run id (and the config's path) in every checkpoint, so that
+    ``--ckpt_path last`` resumes the same W&B run (see `aspp_seg.resume`). Only ``fit``
+    replaces an existing ``config.yaml``."""
 
     _config_path: str | None = None
 
@@ -328,7 +329,14 @@ class RunConfigCallback(SaveConfigCallback):
         if self.save_to_log_dir and not self.already_saved:
             log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
             if log_dir is not None:
-                self._config_path = str(Path(log_dir, self.config_filename).resolve())
+                path = Path(log_dir, self.config_filename)
+                if stage != "fit" and path.is_file():
+                    # validate / test / predict writing into a training run's folder (no
+                    # logger: the log dir is default_root_dir) must not replace the config
+                    # that trained it, which `load_model` and `--config` read back
+                    self.already_saved = True
+                    return
+                self._config_path = str(path.resolve())
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -1,7 +1,14 @@
-"""Shared fixtures: a tiny synthetic Cityscapes tree, generated once per session."""
+"""Shared fixtures: a tiny synthetic Cityscapes tree, generated once per session.
+
+Lightning is imported here, before any test captures output: it gives its loggers a
+handler on the sys.stderr of the moment, and `aspp_seg.cli` now imports it only on
+first use, which inside a test would bind that handler to the test's captured stream
+(closed after the test: later tests then print "--- Logging error ---").
+"""
 
 from __future__ import annotations
 
+import lightning.pytorch  # noqa: F401
 import pytest
 
 from aspp_seg.data.synthetic import generate_demo_cityscapes

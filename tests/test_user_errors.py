@@ -82,3 +82,14 @@ def test_missing_checkpoint_from_a_shell():
     assert result.stderr.strip().splitlines()[-1] == (
         "aspp-seg: error: --ckpt_path /no/such.ckpt: no such file"
     )
+
+
+def test_evaluating_in_a_run_folder_keeps_its_config(tiny_cityscapes, tiny_checkpoint, capfd):
+    """``validate`` with no logger writes into default_root_dir; the training run's
+    config.yaml there stays the one that trained it."""
+    run = tiny_checkpoint.parent.parent
+    config = run / "config.yaml"
+    before = config.read_text()
+    main(["validate", "--config", str(config), "--data.init_args.root", str(tiny_cityscapes),
+          "--trainer.limit_val_batches", "1", "--ckpt_path", str(tiny_checkpoint)])  # fmt: skip
+    assert config.read_text() == before
