@@ -20,7 +20,7 @@ from jsonargparse import ArgumentParser
 from aspp_seg.commands.evaluate import evaluate_folders
 from aspp_seg.data.labels import CITYSCAPES_CLASSES
 
-# the same synthetic scenes as tests/test_evaluate.py (benchmarks import nothing from tests)
+# synthetic scenes shared with tests/test_evaluate.py (benchmarks import nothing from tests)
 CITIES = ("aachen", "bochum")
 TRAIN_ID, MOTORCYCLE_ID = 31, 32  # labelIds: absent everywhere / predicted but never true
 

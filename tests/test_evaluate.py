@@ -14,59 +14,15 @@ from aspp_seg.cli import main
 from aspp_seg.commands.evaluate import FORMATS, evaluate_folders
 from aspp_seg.data.labels import CITYSCAPES_CLASSES, LABEL_ID_TO_TRAIN_ID
 from aspp_seg.errors import DataError
-
-CITIES = ("aachen", "bochum")
-TRAIN_ID, MOTORCYCLE_ID = 31, 32  # labelIds: absent everywhere / predicted but never true
+from benchmarks.evaluate_speed import _official, _write, make_cityscapes_pairs
 
 
-def _write(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), array)
-
-
-def make_cityscapes_pairs(root: Path, count: int, *, height=1024, width=2048, seed=0):
-    """`count` synthetic full-size labelId maps in the gtFine layout, and predictions
-    named as for the test server: blocky scenes over all 34 labelIds (ignored ones
-    included), predictions with wrong blocks, void labelIds and pixel noise."""
-    rng = np.random.default_rng(seed)
-    true_ids = np.array([i for i in range(34) if i not in (TRAIN_ID, MOTORCYCLE_ID)])
-    pred_ids = np.array([i for i in range(34) if i != TRAIN_ID])
-    gt_dir, pred_dir = root / "gtFine" / "val", root / "pred"
-    for n in range(count):
-        city = CITIES[n % len(CITIES)]
-        stem = f"{city}_{n:06d}_000019"
-        blocks = rng.choice(true_ids, size=(height // 64, width // 64)).astype(np.uint8)
-        gt = np.kron(blocks, np.ones((64, 64), dtype=np.uint8))
-        wrong = rng.random(blocks.shape) < 0.3
-        pred_blocks = np.where(wrong, rng.choice(pred_ids, size=blocks.shape), blocks)
-        pred = np.kron(pred_blocks.astype(np.uint8), np.ones((64, 64), dtype=np.uint8))
-        noise = rng.random(gt.shape) < 0.02
-        pred[noise] = rng.choice(pred_ids, size=int(noise.sum()))
-        _write(gt_dir / city / f"{stem}_gtFine_labelIds.png", gt)
-        _write(pred_dir / city / f"{stem}_leftImg8bit.png", pred)
-    return gt_dir, pred_dir
-
-
+# the synthetic full-size scenes and the official evaluator's call live with the speed
+# benchmark (tests may import benchmarks/, not the other way round)
 @pytest.fixture(scope="module")
 def full_size_set(tmp_path_factory):
     """20 pairs of 1024 x 2048 Cityscapes label maps (the acceptance criterion's size)."""
     return make_cityscapes_pairs(tmp_path_factory.mktemp("cs_eval"), 20)
-
-
-def _official(gt_dir: Path, pred_dir: Path) -> dict:
-    """cityscapesscripts' own pixel-level evaluation of the same files."""
-    if not hasattr(np, "in1d"):  # removed in NumPy 2.4; the official script still calls it
-        np.in1d = np.isin
-    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
-
-    args = official.args
-    args.evalInstLevelScore = False  # needs *_instanceIds.png; nIoU is not compared
-    args.JSONOutput = False
-    args.quiet = True
-    args.predictionPath, args.predictionWalk = str(pred_dir), None
-    gts = sorted(str(p) for p in gt_dir.rglob("*_gtFine_labelIds.png"))
-    preds = [official.getPrediction(args, gt) for gt in gts]
-    return official.evaluateImgLists(preds, gts, args)
 
 
 def test_matches_cityscapesscripts_on_full_size_maps(full_size_set):
