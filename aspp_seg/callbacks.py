@@ -317,6 +317,95 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+class EMA(callbacks.WeightAveraging):
+    """An exponential moving average of the weights (and BN statistics), used for every
+    evaluation: Lightning's `WeightAveraging` with torch's EMA, plus what it lacks here.
+
+    After each optimizer step: ema = decay * ema + (1 - decay) * weights (the first
+    step copies). Validation during ``fit`` runs on the averaged weights, and so do
+    what reads them after it (`SegmentationLogger`'s overlays, `ModelCheckpoint`'s
+    choice of the best). A checkpoint's ``state_dict`` holds the averaged weights, so
+    ``aspp-seg validate / test / predict / export --ckpt_path ...`` and
+    `aspp_seg.load_model` get them with or without this callback in their config; the
+    live weights (``current_model_state``) and the average's step count
+    (``averaging_state``) let ``fit --ckpt_path last`` continue both.
+
+    What this subclass changes in `WeightAveraging`:
+
+    - the average lives on the training device (``trainer.strategy.root_device``):
+      Lightning's ``setup`` runs before the module is moved, so its default would keep
+      it on the CPU and copy every weight there after every GPU step;
+    - the averaged weights stay in place until training continues (not only until the
+      end of the validation epoch), so callbacks of ``on_validation_end`` see them;
+    - a checkpoint written when training ends keeps the live weights as
+      ``current_model_state`` (Lightning's would hold the average twice there, and a
+      run extended from it would continue from the average).
+
+    Args:
+        decay: weight of the average at each step (0.999: about the last 1000 steps).
+        device: where to keep the average; None: the training device.
+    """
+
+    def __init__(self, decay: float = 0.999, *, device: str | None = None) -> None:
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay={decay} must lie in [0, 1]")
+        super().__init__(device=device, use_buffers=True, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.decay = decay
+        self._swapped = False  # the module holds the average, the average the live weights
+        self._live_state: dict | None = None  # live weights once fit has ended
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._swapped, self._live_state = False, None
+            if self._device is None:
+                self._device = trainer.strategy.root_device
+        super().setup(trainer, pl_module, stage)
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._average_model is not None and trainer.state.fn == "fit" and not self._swapped:
+            self._swap_models(pl_module)
+            self._swapped = True
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pass  # kept until training continues (see `_use_live`)
+
+    def _use_live(self, pl_module: LightningModule) -> None:
+        if self._swapped:
+            self._swap_models(pl_module)
+            self._swapped = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._use_live(pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._use_live(pl_module)
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._use_live(pl_module)
+        self._live_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        super().on_train_end(trainer, pl_module)  # the module keeps the average from here
+
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict
+    ) -> None:
+        if self._average_model is None or not self._swapped:
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+            if self._average_model is not None and self._live_state is not None:
+                checkpoint["current_model_state"] = self._live_state
+            return
+        # saved after a validation: the module holds the average, the average the live ones
+        state = self._average_model.state_dict()
+        checkpoint["current_model_state"] = {
+            k[len("module.") :]: v for k, v in state.items() if k.startswith("module.")
+        }
+        checkpoint["averaging_state"] = {
+            k: v for k, v in state.items() if not k.startswith("module.")
+        }
+
+
 class RunConfigCallback(SaveConfigCallback):
     """LightningCLI's config saver that also gives the resolved config to W&B and
     remembers the W&B run id (and the config's path) in every checkpoint, so that

@@ -80,6 +80,12 @@ def _safe_div(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return total / count.clamp(min=torch.finfo(torch.float32).tiny)
 
 
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    """Half / bfloat16 logits in float32 for the loss; float32 and float64 as they are
+    (a float64 run, e.g. an exact comparison, keeps its precision)."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 class CrossEntropyLoss(nn.Module):
     """Pixel-wise cross-entropy, the study's loss: torch's ``F.cross_entropy``.
 
@@ -107,7 +113,7 @@ class CrossEntropyLoss(nn.Module):
         _check_weight(self, logits.shape[1])
         target = target.long()
         total = F.cross_entropy(
-            logits.float(),
+            _upcast(logits),
             target,
             weight=self.weight,
             ignore_index=IGNORE_INDEX,
@@ -176,7 +182,7 @@ class OhemCrossEntropyLoss(nn.Module):
             kept = torch.zeros_like(scores, dtype=torch.bool)
             kept[scores.topk(k, sorted=False).indices] = True
             return kept.view_as(target) & valid
-        prob = logits.float().softmax(1).gather(1, target.clamp(max=logits.shape[1] - 1)[:, None])
+        prob = _upcast(logits).softmax(1).gather(1, target.clamp(max=logits.shape[1] - 1)[:, None])
         prob = torch.where(valid, prob[:, 0], torch.inf)  # ignored pixels sort last
         # k-th smallest labelled probability, k = min(budget, N - 1), 0-based
         k = torch.clamp(count - 1, min=0).clamp(max=budget)
@@ -189,7 +195,7 @@ class OhemCrossEntropyLoss(nn.Module):
         _check_weight(self, logits.shape[1])
         target = target.long()
         pixel_loss = F.cross_entropy(
-            logits.float(), target, weight=self.weight, ignore_index=IGNORE_INDEX, reduction="none"
+            _upcast(logits), target, weight=self.weight, ignore_index=IGNORE_INDEX, reduction="none"
         )
         kept = self.hard_pixels(logits, target, pixel_loss)
         total = torch.where(kept, pixel_loss, 0.0).sum()
@@ -261,7 +267,7 @@ class LovaszSoftmaxLoss(nn.Module):
         num_classes = logits.shape[1]
         if not isinstance(self.classes, str) and max(self.classes) >= num_classes:
             raise ValueError(f"classes={self.classes} has an index >= {num_classes}")
-        probs = logits.float().softmax(1)
+        probs = _upcast(logits).softmax(1)
         target = target.long()
         if not self.per_image:  # one group: C x (B * H * W)
             probs, target = probs.transpose(0, 1)[None], target[None]

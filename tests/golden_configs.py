@@ -13,7 +13,7 @@ import json
 # runs as DL-1 and is covered by dl1).
 CONFIGS = (
     "camvid", "camvid_full", "deeplabv3_os8", "deeplabv3plus", "demo", "dl1", "dl1_150ep",
-    "dl2", "dl3", "dl4", "folder_example", "segnet",
+    "dl2", "dl3", "dl4", "folder_example", "segnet", "torchvision_reference",
 )  # fmt: skip
 
 # folder_example reads its class table from data.root at construction: the test points

@@ -98,6 +98,25 @@ def test_deeplab_configs_have_the_branches_they_claim(parsed, name, kernel, rate
     assert isinstance(net.head, DeepLabV3PlusHead) == (name == "deeplabv3plus")
 
 
+def test_torchvision_reference_config_is_torchvisions_recipe():
+    """The recipe that tests/test_torchvision_step.py shows equal to torchvision's loop."""
+    config = read_config(["--config", str(REPO / "configs" / "torchvision_reference.yaml")])
+    model = _plain(config)["model"]
+    assert model["aux_weight"] == 0.5
+    assert model["param_groups"] == {"aux_head": {"lr_mult": 10.0}}
+    sgd = model["optimizer"]["init_args"]
+    assert (sgd["lr"], sgd["momentum"], sgd["weight_decay"]) == (0.01, 0.9, 1e-4)
+    assert model["scheduler"]["class_path"] == "aspp_seg.schedules.WarmupPolyLR"
+    assert model["scheduler"]["init_args"]["power"] == 0.9
+    assert model["scheduler"]["init_args"]["warmup_steps"] == 0
+    net = build_net(config, device="meta")
+    assert [c.dilation[0] for c in _atrous(net)] == [12, 24, 36]
+    assert net.backbone.feature_info[-1]["reduction"] == 8
+    assert net.aux_head is not None and len(net.head.refine) == 1  # torchvision's head
+    dropouts = [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts == [0.5, 0.1]  # ASPP projection, FCN aux head
+
+
 def test_segnet_config_builds_segnet(parsed):
     net = build_net(parsed["segnet"], device="meta")
     assert isinstance(net, SegNet)
