@@ -30,7 +30,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from aspp_seg.checkpoints import CHECKPOINT_KEY
 from aspp_seg.data.labels import CITYSCAPES_PALETTE, IGNORE_INDEX
 from aspp_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from aspp_seg.metrics import IoURow, column_names, iou_table
+from aspp_seg.metrics import IoURow, column_names, iou_table, save_results
 from aspp_seg.module import labels_at_size
 from aspp_seg.visualize import overlay, plot_confusion
 
@@ -286,6 +286,28 @@ class SegmentationLogger(Callback):
             plot_confusion(counts, class_names, media / "confusion_val.png")
 
 
+class ResultFiles(Callback):
+    """Writes the last evaluation's tables into the run folder, after every validation and
+    test: ``<stage>_iou.md`` / ``.csv`` (per-class IoU), ``<stage>_iou_confusion.npy`` and
+    ``.png`` (`aspp_seg.metrics.save_results`). ``aspp-seg`` adds it to every run."""
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._write(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, pl_module, "test")
+
+    @staticmethod
+    def _write(trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask
+        result = getattr(pl_module, "last_result", None)
+        if not trainer.is_global_zero or log_dir is None or result is None:
+            return
+        names = list(getattr(pl_module, "class_names", []))
+        save_results(Path(log_dir), f"{stage}_iou", result, result["confusion"], names)
+
+
 class ModelCheckpoint(callbacks.ModelCheckpoint):
     """Lightning's ModelCheckpoint whose ``last.ckpt`` is always the newest state.
 
@@ -446,6 +468,23 @@ class RunConfigCallback(SaveConfigCallback):
 
 
 _IMAGE_LOGGERS = ("WandbLogger", "TensorBoardLogger")
+
+
+def add_result_files(trainer_cfg) -> bool:
+    """Adds `ResultFiles` to a parsed trainer config that has none; returns whether it did.
+
+    Args:
+        trainer_cfg: the ``trainer`` Namespace of a parsed subcommand, changed in place.
+    """
+    from jsonargparse import Namespace
+
+    callbacks = list(trainer_cfg.get("callbacks") or [])
+    path = f"{ResultFiles.__module__}.{ResultFiles.__name__}"
+    if any(_has_get(c) and c.get("class_path") == path for c in callbacks):
+        return False
+    callbacks.append(Namespace(class_path=path, init_args=Namespace()))
+    trainer_cfg["callbacks"] = callbacks
+    return True
 
 
 def add_segmentation_logger(trainer_cfg) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
-from aspp_seg.callbacks import RunConfigCallback, add_segmentation_logger
+from aspp_seg.callbacks import RunConfigCallback, add_result_files, add_segmentation_logger
 from aspp_seg.checkpoints import check_fits, is_file_path, read_checkpoint
 from aspp_seg.class_balance import resolve_class_weights, write_into_config
 from aspp_seg.determinism import check_deterministic
@@ -44,6 +44,8 @@ class AsppSegCLI(LightningCLI):
             resolve_last(self.config[self.subcommand], continue_run=self.subcommand == "fit")
             # W&B / TensorBoard runs get the IoU table, confusion matrix and overlays
             add_segmentation_logger(self.config[self.subcommand]["trainer"])
+            # the per-class IoU tables and confusion matrix of every evaluation, as files
+            add_result_files(self.config[self.subcommand]["trainer"])
 
     def _check_checkpoint(self) -> None:
         """The checkpoint's tensors fit the configured net, or one line says which does not."""

@@ -20,7 +20,7 @@ from aspp_seg.data.labels import CITYSCAPES_CLASSES
 from aspp_seg.errors import ConfigError
 from aspp_seg.inference import Inference
 from aspp_seg.losses import CrossEntropyLoss
-from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, save_results, scores
+from aspp_seg.metrics import confusion_matrix_metric, iou_markdown, scores
 from aspp_seg.param_groups import apply_lr_mults, build_param_groups, check_param_groups
 from aspp_seg.schedules import SchedulerFactory, retarget
 
@@ -281,10 +281,7 @@ class SegmentationModule(LightningModule):
                 self.log(f"{stage}/IoU/{name}", float(value), sync_dist=False)
         if self.trainer.sanity_checking:
             return
-        self.last_result = result
-        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
-        if self.trainer.is_global_zero and log_dir is not None:
-            save_results(Path(log_dir), f"{stage}_iou", result, counts, self.class_names)
+        self.last_result = result  # files: `aspp_seg.callbacks.ResultFiles`
         if self.trainer.state.fn != TrainerFn.FITTING:
             self.print_table(stage)
 
