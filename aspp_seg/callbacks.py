@@ -476,15 +476,7 @@ def add_result_files(trainer_cfg) -> bool:
     Args:
         trainer_cfg: the ``trainer`` Namespace of a parsed subcommand, changed in place.
     """
-    from jsonargparse import Namespace
-
-    callbacks = list(trainer_cfg.get("callbacks") or [])
-    path = f"{ResultFiles.__module__}.{ResultFiles.__name__}"
-    if any(_has_get(c) and c.get("class_path") == path for c in callbacks):
-        return False
-    callbacks.append(Namespace(class_path=path, init_args=Namespace()))
-    trainer_cfg["callbacks"] = callbacks
-    return True
+    return _add_callback(trainer_cfg, ResultFiles)
 
 
 def add_segmentation_logger(trainer_cfg) -> bool:
@@ -495,15 +487,20 @@ def add_segmentation_logger(trainer_cfg) -> bool:
     Args:
         trainer_cfg: the ``trainer`` Namespace of a parsed subcommand, changed in place.
     """
-    from jsonargparse import Namespace
-
     loggers = trainer_cfg.get("logger")
     loggers = loggers if isinstance(loggers, list) else [loggers]
     kinds = {str(lg.get("class_path", "")).rsplit(".", 1)[-1] for lg in loggers if _has_get(lg)}
     if not kinds & set(_IMAGE_LOGGERS):
         return False
+    return _add_callback(trainer_cfg, SegmentationLogger)
+
+
+def _add_callback(trainer_cfg, callback: type[Callback]) -> bool:
+    """Appends `callback` (default arguments) to the config's callbacks unless listed."""
+    from jsonargparse import Namespace
+
     callbacks = list(trainer_cfg.get("callbacks") or [])
-    path = f"{SegmentationLogger.__module__}.{SegmentationLogger.__name__}"
+    path = f"{callback.__module__}.{callback.__name__}"
     if any(_has_get(c) and c.get("class_path") == path for c in callbacks):
         return False
     callbacks.append(Namespace(class_path=path, init_args=Namespace()))

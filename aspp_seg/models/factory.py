@@ -65,12 +65,8 @@ def deeplabv3(
             torchvision layout (resnet50/101, OS8, rates 12/24/36, head_convs 1).
     """
     norm_type = norm_layer(norm)
-    body = TimmBackbone(
-        backbone,
-        pretrained=pretrained and torchvision_weights is None,
-        output_stride=output_stride,
-        multi_grid=multi_grid,
-        norm_layer=norm_type,
+    body = _body(
+        backbone, pretrained and torchvision_weights is None, output_stride, multi_grid, norm_type
     )
     head = DeepLabHead(
         feature_info=body.feature_info,
@@ -83,6 +79,23 @@ def deeplabv3(
     if torchvision_weights is not None:
         load_torchvision_deeplabv3(net, read_torchvision_weights(torchvision_weights))
     return net
+
+
+def _body(
+    backbone: str,
+    pretrained: bool,
+    output_stride: int,
+    multi_grid: Sequence[int] | None,
+    norm_type: NormLayer,
+) -> TimmBackbone:
+    """The encoder of both DeepLab builders."""
+    return TimmBackbone(
+        backbone,
+        pretrained=pretrained,
+        output_stride=output_stride,
+        multi_grid=multi_grid,
+        norm_layer=norm_type,
+    )
 
 
 def deeplabv3plus(
@@ -110,13 +123,7 @@ def deeplabv3plus(
         Other arguments: see `deeplabv3`.
     """
     norm_type = norm_layer(norm)
-    body = TimmBackbone(
-        backbone,
-        pretrained=pretrained,
-        output_stride=output_stride,
-        multi_grid=multi_grid,
-        norm_layer=norm_type,
-    )
+    body = _body(backbone, pretrained, output_stride, multi_grid, norm_type)
     head = DeepLabV3PlusHead(
         feature_info=body.feature_info,
         num_classes=num_classes,
