@@ -48,10 +48,19 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap can only be used" not in str(error):
+                raise
+            raise ConfigError(
+                f"--ckpt_path {path} is not a PyTorch checkpoint (not the zip format that "
+                "torch.save and Lightning write)"
+            ) from None
         except pickle.UnpicklingError as error:
             if "Weights only load failed" not in str(error):
                 raise
             state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except ConfigError:
+        raise
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
