@@ -35,7 +35,7 @@ class AsppSegCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if is_file_path(ckpt_path):
-            read_checkpoint(ckpt_path)
+            self._checkpoint = (ckpt_path, read_checkpoint(ckpt_path))  # memory-mapped
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
@@ -50,8 +50,12 @@ class AsppSegCLI(LightningCLI):
     def _check_checkpoint(self) -> None:
         """The checkpoint's tensors fit the configured net, or one line says which does not."""
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if is_file_path(ckpt_path):
-            check_fits(ckpt_path, read_checkpoint(ckpt_path), self.model)
+        if not is_file_path(ckpt_path):
+            return
+        path, state = getattr(self, "_checkpoint", (None, None))
+        if path != ckpt_path:  # `last`, resolved after parsing: read it here
+            state = read_checkpoint(ckpt_path)
+        check_fits(ckpt_path, state, self.model)
 
     def before_fit(self) -> None:
         self._check_checkpoint()
