@@ -9,6 +9,17 @@ the study's published row and the difference:
         --data /data/cityscapes                       # the reproduction (GPUs, days)
     python -m experiments.table1 --configs dl1 dl2 --data demo --budget tiny
                                                       # end to end on a CPU in a minute
+    python -m experiments.table1 --configs dl1 dl1@seed=1 dl2 dl3 dl4 segnet \\
+        --overlay configs/overlay/study_camvid.yaml --budget 225 --out runs/table1_camvid
+                                                      # the question on CamVid, on a CPU
+
+``NAME@seed=S`` runs a config again with another seed (its row is labelled
+``NAME_seedS``); a config run with several seeds gives the seed spread that the tables'
+note compares the other rows with. ``NAME@steps=N`` gives one run its own step budget.
+``--overlay`` layers a YAML file over every config (another data set, a smaller net);
+its ``model.net.init_args`` keys that a config's net builder does not take (SegNet has
+no ``backbone``) are left out for that config, and said so. The tables' columns are the
+data set's classes; the study's rows and differences are shown for Cityscapes only.
 
 Everything lands in ``--out`` (default ``runs/table1``): ``runs/<config>/fit``
 (the training run, checkpoints, metrics), ``runs/<config>/eval/{train,val}_iou.csv``,
@@ -26,13 +37,16 @@ import json
 import math
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from jsonargparse import ArgumentParser
 
-from aspp_seg.data.labels import CITYSCAPES_CLASSES, TABLE1_COLUMNS
+from aspp_seg.data.labels import TABLE1_COLUMNS
 from aspp_seg.errors import ConfigError, UserError
 from aspp_seg.metrics import IoURow, iou_table, write_iou_table
 from experiments.study import StudyRow, load_study
@@ -55,6 +69,61 @@ def config_path(name: str) -> Path:
     if not path.is_file():
         known = sorted(p.stem for p in CONFIGS.glob("*.yaml") if not p.stem.startswith("_"))
         raise ConfigError(f"--configs {name}: no {path}; known configs: {', '.join(known)}")
+    return path
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One row of the tables: a config, optionally with its own seed or step budget.
+
+    Attributes:
+        label: the row's name and run folder (``dl1``, ``dl1_seed1``, ``segnet_steps60``).
+        config: the config as given: a name in ``configs/`` (``dl1``) or a YAML path.
+        seed: ``seed_everything`` for this run; None: the config's own.
+        steps: this run's step budget; None: ``--budget``.
+    """
+
+    label: str
+    config: str
+    seed: int | None = None
+    steps: int | None = None
+
+
+def parse_run(text: str) -> RunSpec:
+    """``dl1``, ``dl1@seed=1``, ``segnet@steps=60`` (options may be combined)."""
+    config, *options = text.split("@")
+    label, settings = Path(config).stem, {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in ("seed", "steps") or not value.isdigit():
+            raise ConfigError(f"--configs {text}: {option!r} is not seed=<int> or steps=<int>")
+        settings[key] = int(value)
+        label += f"_{key}{value}"
+    return RunSpec(label, config, settings.get("seed"), settings.get("steps"))
+
+
+def overlay_for(overlay: Path, net_parameters: set[str], label: str, out: Path) -> Path:
+    """`overlay` without the ``model.net.init_args`` keys that the net builder does not
+    take, written to the run's folder when something was left out (else `overlay`)."""
+    try:
+        settings = yaml.safe_load(overlay.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"--overlay {overlay}: cannot be read as YAML ({error})") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"--overlay {overlay}: expected a mapping of settings")
+    nested = settings.get("model", {}).get("net", {}).get("init_args", {})
+    dotted = {k.removeprefix("model.net.init_args.").split(".")[0]: k for k in settings
+              if k.startswith("model.net.init_args.")}  # fmt: skip
+    dropped = sorted({*nested, *dotted} - net_parameters)
+    if not dropped:
+        return overlay
+    for key in dropped:
+        nested.pop(key, None)
+        settings.pop(dotted.get(key, ""), None)
+    print(f"[table1] {label}: its net takes no {', '.join(dropped)}; left out of {overlay.name}")
+    path = out / "runs" / label / f"overlay_{overlay.name}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
     return path
 
 
@@ -110,7 +179,7 @@ def data_overrides(data: str | None, out: Path, budget: str) -> list[str]:
                 "--data.init_args.num_val", size[3]]  # fmt: skip
     root = Path(data)
     if not root.is_dir():
-        raise ConfigError(f"--data {data}: not a folder; give a Cityscapes root or 'demo'")
+        raise ConfigError(f"--data {data}: not a folder; give the data set's root or 'demo'")
     return ["--data.init_args.root", str(root.resolve())]
 
 
@@ -141,12 +210,15 @@ def train(
                "--ckpt_path", "last"]  # fmt: skip
     print(f"[table1] training {name}: {' '.join(command[2:])}", flush=True)
     log = (run / "fit.log").open("w") if quiet else None
+    start = time.perf_counter()
     try:
         stderr = subprocess.STDOUT if log else None
         code = subprocess.run(command, stdout=log, stderr=stderr).returncode
     finally:
         if log:
             log.close()
+    # the wall time of this call: a resumed run counts only what was left
+    (run / "wall_s.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
     if code != 0:
         where = f"; its output: {run / 'fit.log'}" if quiet else ""
         raise UserError(f"training {name} ({config}) failed with exit status {code}{where}")
@@ -162,13 +234,27 @@ def last_checkpoint(out: Path, name: str) -> Path:
     return found[-1]
 
 
+def run_budget(out: Path, label: str, checkpoint: Path) -> dict:
+    """``{"steps": optimizer steps in `checkpoint`, "wall_s": the last training call's
+    wall time or None}``."""
+    from aspp_seg.checkpoints import read_checkpoint
+
+    wall = out / "runs" / label / "fit" / "wall_s.txt"
+    return {
+        "steps": int(read_checkpoint(checkpoint).get("global_step", 0)),
+        "wall_s": float(wall.read_text()) if wall.is_file() else None,
+    }
+
+
 def read_iou_csv(path: Path) -> dict:
-    """``{"iou": float64[19] in [0, 1] (NaN: no pixels), "miou": float}`` from an IoU CSV."""
+    """``{"columns": [class columns], "iou": float64[C] in [0, 1] (NaN: no pixels),
+    "miou": float}`` from an IoU CSV (`aspp_seg.metrics.iou_csv`)."""
     with path.open(newline="") as f:
         row = next(csv.DictReader(f))
-    values = [float(row[c]) / 100 if row.get(c) else math.nan for c in TABLE1_COLUMNS]
+    columns = [c for c in row if c != "mIoU"]
+    values = [float(row[c]) / 100 if row[c] else math.nan for c in columns]
     miou = float(row["mIoU"]) / 100 if row.get("mIoU") else math.nan
-    return {"iou": np.array(values), "miou": miou}
+    return {"columns": columns, "iou": np.array(values), "miou": miou}
 
 
 def evaluate(
@@ -199,9 +285,8 @@ def evaluate(
         cli.datamodule.datasets.pop("test", None)
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint),
                          verbose=False)  # fmt: skip
-        result = cli.model.last_result
-        results[split] = {"iou": np.asarray(result["iou"]), "miou": float(result["miou"])}
-        write_iou_table(folder, f"{split}_iou", result, cli.model.class_names)
+        write_iou_table(folder, f"{split}_iou", cli.model.last_result, cli.model.class_names)
+        results[split] = read_iou_csv(folder / f"{split}_iou.csv")
     return results
 
 
@@ -221,42 +306,116 @@ def _diff(ours: float | None, theirs: float | None) -> float | None:
     return ours - theirs
 
 
+def _columns(results: dict[str, dict]) -> list[str]:
+    """The class columns that all runs share."""
+    columns = {tuple(r["val"]["columns"]) for r in results.values()}
+    if len(columns) != 1:
+        raise ConfigError("the runs were evaluated on different classes; tabulate them apart")
+    return list(columns.pop())
+
+
+def _study_row(result: dict, study: dict[str, StudyRow]) -> StudyRow | None:
+    """The study's row for a run: only on Cityscapes, whose 19 classes the study scores."""
+    if result["val"]["columns"] != list(TABLE1_COLUMNS):
+        return None
+    return study.get(result["config"])
+
+
+def _method(label: str, result: dict, study: dict[str, StudyRow]) -> str:
+    row = study.get(result["config"])
+    return row.method if row else label
+
+
+def seed_groups(results: dict[str, dict]) -> dict[str, list[str]]:
+    """Config -> the labels of its runs, for configs run with more than one seed."""
+    groups: dict[str, list[str]] = {}
+    for label, result in results.items():
+        groups.setdefault(result["config"], []).append(label)
+    return {config: labels for config, labels in groups.items() if len(labels) > 1}
+
+
 def table1(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
-    """Markdown: per-class val IoU (%) of each run, the study's row and the difference."""
+    """Markdown: per-class val IoU (%) of each run; on Cityscapes the study's row and the
+    difference below it; for a config run with several seeds, their spread (max - min)."""
+    columns = _columns(results)
     rows = []
-    for name, result in results.items():
+    for label, result in results.items():
         ours = [*result["val"]["iou"], result["val"]["miou"]]  # fractions
-        row = study.get(name)
-        rows.append(IoURow(ours, labels=(row.method if row else name, f"this run ({name})")))
+        rows.append(IoURow(ours, labels=(_method(label, result, study), f"this run ({label})")))
+        row = _study_row(result, study)
         if row:
             theirs = [v / 100 for v in (*row.iou, row.miou)]  # the study prints percentages
             diffs = [_diff(a, b) for a, b in zip(ours, theirs, strict=True)]
             rows.append(IoURow(theirs, labels=("", "study")))
             rows.append(IoURow(diffs, labels=("", "difference"), signed=True))
-        else:
+        elif columns == list(TABLE1_COLUMNS):
             rows.append(IoURow([None] * len(ours), labels=("", "study")))
-    return iou_table(rows, CITYSCAPES_CLASSES, label_columns=["Method", "Source"])
+    for config, labels in seed_groups(results).items():
+        values = np.array([[*results[k]["val"]["iou"], results[k]["val"]["miou"]] for k in labels])
+        spread = values.max(axis=0) - values.min(axis=0)
+        method = _method(config, results[labels[0]], study)
+        rows.append(IoURow(list(spread), labels=(method, f"seed spread ({len(labels)} runs)")))
+    return iou_table(rows, columns, label_columns=["Method", "Source"])
 
 
 def table2(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
-    """Markdown: train and val mIoU (%) of each run beside the study's Table 2."""
-    lines = [
-        "| Method | train mIoU | study | difference | val mIoU | study | difference |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, result in results.items():
-        row = study.get(name)
+    """Markdown: train and val mIoU (%) of each run with its steps and training time; on
+    Cityscapes beside the study's Table 2."""
+    cityscapes = _columns(results) == list(TABLE1_COLUMNS)
+    head = ["Method", "steps", "train time"]
+    if cityscapes:
+        head += ["train mIoU", "study", "difference", "val mIoU", "study", "difference"]
+    else:
+        head += ["train mIoU", "val mIoU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, result in results.items():
         train, val = 100 * result["train"]["miou"], 100 * result["val"]["miou"]
-        s_train, s_val = (row.train_miou, row.val_miou) if row else (None, None)
-        cells = [f"{row.method if row else name} ({name})",
-                 _fmt(train), _fmt(s_train), _fmt(_diff(train, s_train), sign=True),
-                 _fmt(val), _fmt(s_val), _fmt(_diff(val, s_val), sign=True)]  # fmt: skip
+        wall = result.get("wall_s")
+        cells = [f"{_method(label, result, study)} ({label})", str(result.get("steps", "-")),
+                 "-" if wall is None else f"{wall / 60:.1f} min"]  # fmt: skip
+        if cityscapes:
+            row = _study_row(result, study)
+            s_train, s_val = (row.train_miou, row.val_miou) if row else (None, None)
+            cells += [_fmt(train), _fmt(s_train), _fmt(_diff(train, s_train), sign=True),
+                      _fmt(val), _fmt(s_val), _fmt(_diff(val, s_val), sign=True)]  # fmt: skip
+        else:
+            cells += [_fmt(train), _fmt(val)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def caveat(data: str | None, budget: str) -> str:
+def seed_note(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
+    """Which rows' val mIoU differ from a multi-seed config's mean by more than its
+    seed spread; empty when no config ran with several seeds."""
+    notes = []
+    for config, labels in seed_groups(results).items():
+        vals = [100 * results[k]["val"]["miou"] for k in labels]
+        mean, spread = float(np.mean(vals)), max(vals) - min(vals)
+        method = _method(config, results[labels[0]], study)
+        beyond, within = [], []
+        for label, result in results.items():
+            if label in labels:
+                continue
+            diff = 100 * result["val"]["miou"] - mean
+            text = f"{_method(label, result, study)} ({diff:+.2f})"
+            (beyond if abs(diff) > spread else within).append(text)
+        notes.append(
+            f"{method} over {len(labels)} seeds: val mIoU "
+            f"{', '.join(f'{v:.2f}' for v in vals)} (spread {spread:.2f} points, mean "
+            f"{mean:.2f}). Beyond that spread from its mean: {', '.join(beyond) or 'none'}; "
+            f"within it: {', '.join(within) or 'none'}."
+        )
+    return "\n\n".join(notes) + "\n" if notes else ""
+
+
+def caveat(data: str | None, budget: str, cityscapes: bool = True) -> str:
     """What the numbers are worth; empty for the real reproduction."""
+    if not cityscapes:
+        return (
+            "> Not the study's data set: these rows compare the study's variants with each "
+            f"other on this data at a `{budget}`-step budget (and with the seed spread), "
+            "not with the study's Cityscapes numbers.\n\n"
+        )
     if data != "demo" and budget == "full":
         return ""
     where = "the synthetic demo data" if data == "demo" else "Cityscapes"
@@ -273,20 +432,26 @@ def write_tables(
 ) -> tuple[Path, Path]:
     """Writes ``table1.md``, ``table2.md`` and ``results.json`` into `out`."""
     study = load_study()
-    note = caveat(data, budget)
+    note = caveat(data, budget, _columns(results) == list(TABLE1_COLUMNS))
+    seeds = seed_note(results, study)
+    seeds = f"\n{seeds}" if seeds else ""
     t1 = out / "table1.md"
     t1.write_text(
-        "# Table 1: per-class IoU (%) on the validation split\n\n" + note + table1(results, study)
-    )
+        "# Table 1: per-class IoU (%) on the validation split\n\n"
+        + note + table1(results, study) + seeds
+    )  # fmt: skip
     t2 = out / "table2.md"
-    t2.write_text("# Table 2: train and val mIoU (%)\n\n" + note + table2(results, study))
+    t2.write_text("# Table 2: train and val mIoU (%)\n\n" + note + table2(results, study) + seeds)
     serial = {
         name: {split: {"iou": [None if math.isnan(v) else float(v) for v in r[split]["iou"]],
                        "miou": None if math.isnan(r[split]["miou"]) else r[split]["miou"]}
                for split in SPLITS}
         for name, r in results.items()
     }  # fmt: skip
-    meta = {"data": data, "budget": budget, "meaningful": not note}
+    for name, r in results.items():
+        serial[name].update(config=r["config"], steps=r.get("steps"), wall_s=r.get("wall_s"))
+    meta = {"data": data, "budget": budget, "meaningful": not note,
+            "columns": _columns(results)}  # fmt: skip
     (out / "results.json").write_text(json.dumps({"meta": meta, "runs": serial}, indent=1))
     return t1, t2
 
@@ -302,10 +467,14 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--configs", nargs="+", type=str, required=True,
                         help="config names in configs/ (dl1 dl2 dl3 dl4 dl1_150ep segnet) "
-                        "or YAML paths")  # fmt: skip
+                        "or YAML paths, each optionally NAME@seed=S and/or @steps=N")  # fmt: skip
+    parser.add_argument("--overlay", nargs="*", type=Path, default=[],
+                        help="YAML files layered over every config, e.g. "
+                        "configs/overlay/study_camvid.yaml (CamVid on a CPU)")  # fmt: skip
     parser.add_argument("--data", type=str | None, default=None,
-                        help="'demo' (synthetic, generated in --out) or a Cityscapes root; "
-                        "default: the configs' own data.init_args.root")  # fmt: skip
+                        help="'demo' (synthetic, generated in --out) or the data set's root "
+                        "(Cityscapes unless an overlay says otherwise); default: the "
+                        "configs' own data.init_args.root")  # fmt: skip
     parser.add_argument("--budget", type=str, default="full",
                         help="'full' (the configs' schedules), 'tiny' (a CPU smoke test) or "
                         "a number of training steps")  # fmt: skip
@@ -340,21 +509,32 @@ def run(argv: Sequence[str]) -> tuple[Path, Path]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
     extra = [f"--{item}" for item in args.set]
+    for overlay in args.overlay:
+        if not Path(overlay).is_file():
+            raise ConfigError(f"--overlay {overlay}: no such file")
     results = {}
-    for name in args.configs:
-        config = config_path(name)
-        label = config.stem
+    for spec in map(parse_run, args.configs):
+        config = config_path(spec.config)
+        parameters = _net_parameters(config)
+        budget = str(spec.steps) if spec.steps else args.budget
         overrides = [
-            *data_overrides(args.data, out, args.budget),
-            *budget_overrides(args.budget, _net_parameters(config)),
+            *(arg for o in args.overlay
+              for arg in ("--config", str(overlay_for(Path(o), parameters, spec.label, out)))),
+            *data_overrides(args.data, out, budget),
+            *budget_overrides(budget, parameters),
+            *(["--seed_everything", str(spec.seed)] if spec.seed is not None else []),
             *extra,
-        ]
+        ]  # fmt: skip
         if args.collect:
-            checkpoint = last_checkpoint(out, label)
+            checkpoint = last_checkpoint(out, spec.label)
         else:
-            checkpoint = train(label, config, overrides, out, wandb_group=args.wandb_group,
+            checkpoint = train(spec.label, config, overrides, out, wandb_group=args.wandb_group,
                                quiet=args.quiet)  # fmt: skip
-        results[label] = evaluate(label, config, overrides, out, checkpoint)
+        results[spec.label] = {
+            **evaluate(spec.label, config, overrides, out, checkpoint),
+            "config": config.stem,
+            **run_budget(out, spec.label, checkpoint),
+        }
     t1, t2 = write_tables(results, out, data=args.data, budget=args.budget)
     print(f"\n{t1.read_text()}\n{t2.read_text()}\nwritten: {t1}, {t2}", flush=True)
     return t1, t2

@@ -124,8 +124,12 @@ def test_help_lists_the_subcommands(tmp_path):
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_every_config_parses(config, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # in-process: a subprocess per file costs seconds each
+    # an overlay (experiments.table1 --overlay) is layered over a config, as it runs
+    base = (
+        ["--config", str(REPO / "configs" / "dl1.yaml")] if config.parent.name == "overlay" else []
+    )
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), "--print_config"])
+        main(["fit", *base, "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None), capsys.readouterr().err
     assert "class_path" in capsys.readouterr().out
 

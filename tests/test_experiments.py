@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aspp_seg.data.labels import TABLE1_COLUMNS
 from aspp_seg.errors import ConfigError
 from experiments import table1 as runner
 from experiments.study import load_study
@@ -51,21 +52,25 @@ def test_runner_writes_both_tables_on_demo_data(tmp_path):
 
     t2 = (out / "table2.md").read_text()
     row = _cells(next(line for line in t2.splitlines() if line.startswith("| DL-1")))
-    assert float(row[1]) == pytest.approx(100 * train["miou"], abs=0.006)
-    assert float(row[2]) == study.train_miou == 69.2
-    assert float(row[4]) == pytest.approx(100 * val["miou"], abs=0.006)
-    assert float(row[5]) == study.val_miou == 65.43
-    assert float(row[6]) == pytest.approx(float(row[4]) - 65.43)
-    assert json.loads((out / "results.json").read_text())["meta"]["meaningful"] is False
+    assert row[1] == "4" and row[2].endswith(" min")  # the tiny budget's steps
+    assert float(row[3]) == pytest.approx(100 * train["miou"], abs=0.006)
+    assert float(row[4]) == study.train_miou == 69.2
+    assert float(row[6]) == pytest.approx(100 * val["miou"], abs=0.006)
+    assert float(row[7]) == study.val_miou == 65.43
+    assert float(row[8]) == pytest.approx(float(row[6]) - 65.43)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["meta"]["meaningful"] is False and saved["runs"]["dl1"]["steps"] == 4
+
+
+def _split(iou, miou, columns=TABLE1_COLUMNS):
+    return {"columns": list(columns), "iou": np.asarray(iou), "miou": miou}
 
 
 def test_tables_put_each_run_beside_the_study():
     iou = np.full(19, np.nan)
     iou[0], iou[10] = 0.9, 0.5  # road, sky
-    results = {
-        "dl2": {"val": {"iou": iou, "miou": 0.7}, "train": {"iou": iou, "miou": 0.8}},
-        "mine": {"val": {"iou": iou, "miou": 0.7}, "train": {"iou": iou, "miou": 0.8}},
-    }
+    run = {"val": _split(iou, 0.7), "train": _split(iou, 0.8), "steps": 100, "wall_s": 90.0}
+    results = {"dl2": {**run, "config": "dl2"}, "mine": {**run, "config": "mine"}}
     study = load_study()
     t1 = runner.table1(results, study).splitlines()
     assert _cells(t1[2])[:3] == ["DL-2", "this run (dl2)", "90.00"]
@@ -73,10 +78,63 @@ def test_tables_put_each_run_beside_the_study():
     assert _cells(t1[4])[-1] == f"{70 - 67.29:+.2f}"
     assert _cells(t1[5])[:3] == ["mine", "this run (mine)", "90.00"]  # not in the study
     t2 = runner.table2(results, study).splitlines()
-    assert _cells(t2[2]) == ["DL-2 (dl2)", "80.00", "70.97", "+9.03", "70.00", "67.29", "+2.71"]
-    assert _cells(t2[3])[2:4] == ["-", "-"]
+    assert _cells(t2[2]) == ["DL-2 (dl2)", "100", "1.5 min", "80.00", "70.97", "+9.03",
+                             "70.00", "67.29", "+2.71"]  # fmt: skip
+    assert _cells(t2[3])[4:6] == ["-", "-"]
     assert runner.caveat("/data/cityscapes", "full") == ""
     assert "mean nothing" in runner.caveat("demo", "full")
+
+
+def test_other_data_sets_get_their_own_columns_and_the_seed_spread():
+    """CamVid: its 11 classes as columns, no study rows; DL-1 over two seeds gives the
+    spread that the note compares the other rows with."""
+    from aspp_seg.data.labels import CAMVID_CLASSES
+
+    def run(config, miou, first):
+        iou = np.full(11, 0.5)
+        iou[0] = first
+        return {"val": _split(iou, miou, CAMVID_CLASSES), "config": config, "steps": 225,
+                "train": _split(iou, miou + 0.1, CAMVID_CLASSES), "wall_s": None}  # fmt: skip
+
+    results = {"dl1": run("dl1", 0.40, 0.80), "dl1_seed1": run("dl1", 0.42, 0.86),
+               "dl2": run("dl2", 0.415, 0.9), "dl4": run("dl4", 0.45, 0.9)}  # fmt: skip
+    study = load_study()
+    t1 = runner.table1(results, study).splitlines()
+    assert _cells(t1[0])[2:] == [*CAMVID_CLASSES, "mIoU"]
+    assert [_cells(line)[1] for line in t1[2:]] == [
+        "this run (dl1)", "this run (dl1_seed1)", "this run (dl2)", "this run (dl4)",
+        "seed spread (2 runs)"]  # fmt: skip
+    spread = _cells(t1[-1])
+    assert spread[0] == "DL-1" and spread[2] == "6.00" and spread[3] == "0.00"
+    assert spread[-1] == "2.00"
+    t2 = runner.table2(results, study).splitlines()
+    assert _cells(t2[0]) == ["Method", "steps", "train time", "train mIoU", "val mIoU"]
+    assert _cells(t2[4]) == ["DL-2 (dl2)", "225", "-", "51.50", "41.50"]
+    note = runner.seed_note(results, study)
+    assert "spread 2.00 points, mean 41.00" in note
+    assert "Beyond that spread from its mean: DL-4 (+4.00); within it: DL-2 (+0.50)" in note
+    assert "Not the study's data set" in runner.caveat(None, "225", cityscapes=False)
+    results["dl2"]["val"]["columns"] = list(TABLE1_COLUMNS)[:11]
+    with pytest.raises(ConfigError, match="different classes"):
+        runner.table1(results, study)
+
+
+def test_run_specs_and_overlays(tmp_path):
+    assert runner.parse_run("dl1@seed=1") == runner.RunSpec("dl1_seed1", "dl1", 1, None)
+    assert runner.parse_run("segnet@steps=60@seed=2").steps == 60
+    with pytest.raises(ConfigError, match="'lr=1' is not seed"):
+        runner.parse_run("dl1@lr=1")
+    overlay = REPO / "configs" / "overlay" / "study_camvid.yaml"
+    dl1 = runner._net_parameters(runner.config_path("dl1"))
+    assert runner.overlay_for(overlay, dl1, "dl1", tmp_path) == overlay  # all keys taken
+    segnet = runner.overlay_for(
+        overlay, runner._net_parameters(runner.config_path("segnet")), "segnet", tmp_path
+    )
+    kept = segnet.read_text()
+    assert segnet.parent == tmp_path / "runs" / "segnet"
+    assert "model.net.init_args.pretrained: false" in kept
+    assert "backbone" not in kept and ".aspp." not in kept and "output_stride" not in kept
+    assert "CamVidDataModule" in kept
 
 
 def test_study_numbers_are_the_published_ones():
