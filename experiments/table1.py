@@ -10,7 +10,7 @@ the study's published row and the difference:
     python -m experiments.table1 --configs dl1 dl2 --data demo --budget tiny
                                                       # end to end on a CPU in a minute
     python -m experiments.table1 --configs dl1 dl1@seed=1 dl2 dl3 dl4 segnet \\
-        --overlay configs/overlay/study_camvid.yaml --budget 225 --out runs/table1_camvid
+        --overlay configs/overlay/study_camvid.yaml --budget 90 --out runs/table1_camvid
                                                       # the question on CamVid, on a CPU
 
 ``NAME@seed=S`` runs a config again with another seed (its row is labelled
