@@ -314,11 +314,9 @@ def _columns(results: dict[str, dict]) -> list[str]:
     return list(columns.pop())
 
 
-def _study_row(result: dict, study: dict[str, StudyRow]) -> StudyRow | None:
-    """The study's row for a run: only on Cityscapes, whose 19 classes the study scores."""
-    if result["val"]["columns"] != list(TABLE1_COLUMNS):
-        return None
-    return study.get(result["config"])
+def _on_cityscapes(results: dict[str, dict]) -> bool:
+    """Whether the runs were scored on Cityscapes' 19 classes, the study's columns."""
+    return _columns(results) == list(TABLE1_COLUMNS)
 
 
 def _method(label: str, result: dict, study: dict[str, StudyRow]) -> str:
@@ -327,41 +325,42 @@ def _method(label: str, result: dict, study: dict[str, StudyRow]) -> str:
 
 
 def seed_groups(results: dict[str, dict]) -> dict[str, list[str]]:
-    """Config -> the labels of its runs, for configs run with more than one seed."""
-    groups: dict[str, list[str]] = {}
+    """Config -> the labels of its runs, for configs run more than once at one budget
+    (runs of a config that differ in steps are not seeds of one another)."""
+    groups: dict[tuple, list[str]] = {}
     for label, result in results.items():
-        groups.setdefault(result["config"], []).append(label)
-    return {config: labels for config, labels in groups.items() if len(labels) > 1}
+        groups.setdefault((result["config"], result.get("steps")), []).append(label)
+    return {key[0]: labels for key, labels in groups.items() if len(labels) > 1}
 
 
 def table1(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
     """Markdown: per-class val IoU (%) of each run; on Cityscapes the study's row and the
     difference below it; for a config run with several seeds, their spread (max - min)."""
-    columns = _columns(results)
+    cityscapes = _on_cityscapes(results)
     rows = []
     for label, result in results.items():
         ours = [*result["val"]["iou"], result["val"]["miou"]]  # fractions
         rows.append(IoURow(ours, labels=(_method(label, result, study), f"this run ({label})")))
-        row = _study_row(result, study)
+        row = study.get(result["config"]) if cityscapes else None
         if row:
             theirs = [v / 100 for v in (*row.iou, row.miou)]  # the study prints percentages
             diffs = [_diff(a, b) for a, b in zip(ours, theirs, strict=True)]
             rows.append(IoURow(theirs, labels=("", "study")))
             rows.append(IoURow(diffs, labels=("", "difference"), signed=True))
-        elif columns == list(TABLE1_COLUMNS):
+        elif cityscapes:
             rows.append(IoURow([None] * len(ours), labels=("", "study")))
     for config, labels in seed_groups(results).items():
         values = np.array([[*results[k]["val"]["iou"], results[k]["val"]["miou"]] for k in labels])
         spread = values.max(axis=0) - values.min(axis=0)
         method = _method(config, results[labels[0]], study)
         rows.append(IoURow(list(spread), labels=(method, f"seed spread ({len(labels)} runs)")))
-    return iou_table(rows, columns, label_columns=["Method", "Source"])
+    return iou_table(rows, _columns(results), label_columns=["Method", "Source"])
 
 
 def table2(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
     """Markdown: train and val mIoU (%) of each run with its steps and training time; on
     Cityscapes beside the study's Table 2."""
-    cityscapes = _columns(results) == list(TABLE1_COLUMNS)
+    cityscapes = _on_cityscapes(results)
     head = ["Method", "steps", "train time"]
     if cityscapes:
         head += ["train mIoU", "study", "difference", "val mIoU", "study", "difference"]
@@ -374,7 +373,7 @@ def table2(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
         cells = [f"{_method(label, result, study)} ({label})", str(result.get("steps", "-")),
                  "-" if wall is None else f"{wall / 60:.1f} min"]  # fmt: skip
         if cityscapes:
-            row = _study_row(result, study)
+            row = study.get(result["config"])
             s_train, s_val = (row.train_miou, row.val_miou) if row else (None, None)
             cells += [_fmt(train), _fmt(s_train), _fmt(_diff(train, s_train), sign=True),
                       _fmt(val), _fmt(s_val), _fmt(_diff(val, s_val), sign=True)]  # fmt: skip
@@ -432,7 +431,7 @@ def write_tables(
 ) -> tuple[Path, Path]:
     """Writes ``table1.md``, ``table2.md`` and ``results.json`` into `out`."""
     study = load_study()
-    note = caveat(data, budget, _columns(results) == list(TABLE1_COLUMNS))
+    note = caveat(data, budget, _on_cityscapes(results))
     seeds = seed_note(results, study)
     seeds = f"\n{seeds}" if seeds else ""
     t1 = out / "table1.md"
