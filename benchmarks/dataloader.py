@@ -26,7 +26,7 @@ Measures, in one run and on the same files:
     python benchmarks/dataloader.py                      # synthetic 1024x2048 frames
     python benchmarks/dataloader.py --root /data/cityscapes --workers 8
 
-A GPU that trains on ~70 crops/s (DESIGN.md: 60-85 on one H100) needs
+A GPU that trains on ~70 crops/s (an H100 estimate: 60-85) needs
 ceil(70 / per-worker images/s) workers.
 """
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic Cityscapes tree, generated once per session.
+"""Shared fixtures: a tiny synthetic Cityscapes tree, generated once per session, and
+the real CamVid files when this machine has them.
 
 Lightning is imported here, before any test captures output: it gives its loggers a
 handler on the sys.stderr of the moment, and `aspp_seg.cli` now imports it only on
@@ -7,6 +8,9 @@ first use, which inside a test would bind that handler to the test's captured st
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import lightning.pytorch  # noqa: F401
 import pytest
@@ -41,3 +45,22 @@ def tiny_checkpoint(tiny_cityscapes, tmp_path_factory):
     checkpoints = sorted(work.rglob("*.ckpt"))
     assert checkpoints, f"no checkpoint under {work}"
     return checkpoints[-1]
+
+
+@pytest.fixture(scope="session")
+def camvid_root() -> Path:
+    """Real CamVid in the SegNet tutorial layout (train/ trainannot/ val/ valannot/ ...):
+    $ASPP_SEG_CAMVID if set, else the team's copy beside the repository, else the
+    repository's data/camvid. Skips the test when none holds train/ and trainannot/."""
+    repo = Path(__file__).resolve().parents[1]
+    env = os.environ.get("ASPP_SEG_CAMVID")
+    if env:
+        candidates = [Path(env)]
+    else:
+        candidates = [repo.parent / "shared" / "data" / "camvid", repo / "data" / "camvid"]
+    for root in candidates:
+        if (root / "train").is_dir() and (root / "trainannot").is_dir():
+            return root.resolve()
+    pytest.skip(
+        "real CamVid not found: set ASPP_SEG_CAMVID to a folder in the SegNet tutorial layout"
+    )

@@ -1,4 +1,5 @@
-"""CamVid (SegNet tutorial layout) on the real files in ../shared/data/camvid."""
+"""CamVid (SegNet tutorial layout) on the real files: the `camvid_root` fixture finds them
+(set ASPP_SEG_CAMVID to point elsewhere) or skips."""
 
 from __future__ import annotations
 
@@ -6,23 +7,16 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from aspp_seg.cli import main
 from aspp_seg.data import CamVidDataModule
 from aspp_seg.data.labels import CAMVID_CLASSES, IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parents[1]
-CAMVID = (REPO.parent / "shared" / "data" / "camvid").resolve()
-
-pytestmark = pytest.mark.skipif(
-    not (CAMVID / "trainannot").is_dir(),
-    reason=f"real CamVid files not found at {CAMVID} (SegNet tutorial layout)",
-)
 
 
-def test_camvid_splits_classes_and_void():
-    dm = CamVidDataModule(str(CAMVID), num_workers=0)
+def test_camvid_splits_classes_and_void(camvid_root):
+    dm = CamVidDataModule(str(camvid_root), num_workers=0)
     dm.setup("fit")
     assert (len(dm.datasets["train"]), len(dm.datasets["val"])) == (367, 101)
     assert dm.num_classes == 11 and dm.class_names == CAMVID_CLASSES
@@ -33,11 +27,11 @@ def test_camvid_splits_classes_and_void():
     assert IGNORE_INDEX in values  # void (11 in the file) is ignored
 
 
-def test_fit_a_few_steps_on_real_camvid(tmp_path, monkeypatch):
+def test_fit_a_few_steps_on_real_camvid(camvid_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     main([
         "fit", "--config", str(REPO / "configs" / "camvid.yaml"),
-        "--data.init_args.root", str(CAMVID),
+        "--data.init_args.root", str(camvid_root),
         "--data.init_args.batch_size", "2",
         "--data.init_args.val_batch_size", "2",
         "--data.init_args.num_workers", "0",

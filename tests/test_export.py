@@ -128,3 +128,15 @@ def test_loaded_network_has_the_checkpoint_weights(tiny_checkpoint, trained):
 def test_checkpoint_and_config_that_do_not_fit_are_named(tiny_checkpoint):
     with pytest.raises(UserError, match="does not fit the net of its config"):
         load_model(tiny_checkpoint, config=REPO / "configs" / "demo.yaml")  # 64 channels, not 16
+
+
+def test_help_names_the_formats(capsys):
+    """--format's allowed values read plainly (no `<function <lambda> at 0x...>`)."""
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    out = capsys.readouterr().out
+    assert "--format {onnx,torchscript}" in out
+    assert "<lambda>" not in out and "<function" not in out
+    with pytest.raises(SystemExit):
+        main(["export", "--format", "tflite"])
+    assert "choose from 'onnx', 'torchscript'" in capsys.readouterr().err

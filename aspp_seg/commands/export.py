@@ -34,7 +34,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--config", type=str, help="run config (default: the config.yaml of the ckpt's run)"
     )
-    parser.add_argument("--format", type=str, choices=list(FORMATS), default="onnx")
+    # choices without type=: jsonargparse wraps type + choices in a lambda that --help prints
+    parser.add_argument("--format", choices=list(FORMATS), default="onnx", help="file format")
     parser.add_argument("--size", type=int, nargs=2, default=[512, 1024], help="H W of the example")
     parser.add_argument("--output", type=str, help="file to write (default: next to the ckpt)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")

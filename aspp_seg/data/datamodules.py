@@ -521,7 +521,7 @@ class CamVidDataModule(SegmentationDataModule):
 
     def __init__(
         self,
-        root: str = "../shared/data/camvid",
+        root: str = "data/camvid",
         *,
         val_batch_size: int = 4,
         num_workers: int | None = 2,
