@@ -14,12 +14,17 @@ here); `PredictionWriter` writes per image:
 - ``overlay/<name>.png``: the colours blended over the input image.
 
 ``<name>`` is the image's path relative to the source folder (or glob base), with a
-``.png`` extension.
+``.png`` extension. The folder is checked before any inference runs: it must be
+writable, and no input may lie in the subfolders written (a source folder that holds an
+earlier run's output would read its predictions as images, and could have inputs
+overwritten). Files of an earlier run in the same folder are overwritten by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -57,6 +62,38 @@ def _write_png(path: Path, array: np.ndarray) -> None:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(path), array):
         raise DataError(f"cannot write {path}")
+
+
+def _why_unwritable(folder: Path, subfolders: Sequence[str]) -> str | None:
+    """Why PNGs cannot be written in `folder` (created if missing) and its `subfolders`,
+    or None when they can."""
+    blocking = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not blocking.is_dir():
+        return f"{blocking} is a file, not a folder"
+    for sub in subfolders:
+        if (folder / sub).exists() and not (folder / sub).is_dir():
+            return f"{folder / sub} is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # permissions alone miss read-only mounts
+            pass
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
+def _input_files(trainer) -> Iterator[Path]:
+    """The files the predict data loaders read: `ImageSource` images, or a data set
+    split's images and labels (a cached split names none)."""
+    loaders = trainer.predict_dataloaders
+    for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+        dataset = getattr(loader, "dataset", None)
+        for path, _ in getattr(dataset, "files", ()):
+            yield Path(path)
+        for sample in getattr(dataset, "samples", ()):
+            for path in (getattr(sample, "image", None), getattr(sample, "label", None)):
+                if path is not None:
+                    yield Path(path)
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -99,9 +136,53 @@ class PredictionWriter(BasePredictionWriter):
         self.keep_predictions = keep_predictions
         self.written = 0
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Checks the output folder before any inference runs (Lightning calls this before
+        it restores the checkpoint and reads the data)."""
+        if stage != "predict":
+            return
+        problem = _why_unwritable(self.output_dir, self.outputs)
+        if problem is not None:
+            raise DataError(
+                f"cannot write predictions to {self.output_dir} "
+                f"({self._setting(trainer, pl_module)}): {problem}"
+            )
+        earlier = [self.output_dir / sub for sub in self.outputs]
+        if trainer.is_global_zero and any(next(d.iterdir(), None) for d in earlier if d.is_dir()):
+            print(
+                f"note: {self.output_dir} holds earlier predictions; files of the same name "
+                "are overwritten, the others are kept",
+                file=sys.stderr,
+            )
+
     def on_predict_start(self, trainer, pl_module) -> None:
         if not self.keep_predictions:
             trainer.predict_loop.return_predictions = False
+        self._check_inputs_outside(trainer, pl_module)
+
+    def _setting(self, trainer, pl_module) -> str:
+        """The setting that chose `output_dir`, for error messages."""
+        predict_dir = getattr(pl_module, "predict_dir", None)
+        if predict_dir is None:  # the module's writer then uses the run folder
+            predict_dir = Path(trainer.log_dir or ".") / "predictions"
+        if Path(predict_dir) == self.output_dir:
+            return "model.predict_dir"
+        return "output_dir of the PredictionWriter in trainer.callbacks"
+
+    def _check_inputs_outside(self, trainer, pl_module) -> None:
+        """Refuses inputs inside the subfolders written: they would be overwritten, or
+        are an earlier run's predictions read back as images (a source folder that holds
+        `output_dir`, predicted a second time)."""
+        written = [(self.output_dir / sub).resolve() for sub in self.outputs]
+        for path in _input_files(trainer):
+            resolved = path.resolve()
+            folder = next((d for d in written if resolved.is_relative_to(d)), None)
+            if folder is not None:
+                raise DataError(
+                    f"input {path} lies in {folder}, where predictions are written "
+                    f"({self._setting(trainer, pl_module)}); choose an output folder outside "
+                    "the predict source"
+                )
 
     def _palette(self, trainer) -> Sequence[Sequence[int]]:
         if self.palette is not None:

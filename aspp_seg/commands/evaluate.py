@@ -9,9 +9,9 @@ folders) and go through the same `aspp_seg.metrics.scores` as validation and tes
     aspp-seg evaluate --gt valannot --pred preds --format camvid --out eval/
 
 Each file pair is counted as one 256 x 256 histogram of raw (truth, prediction)
-values, read in parallel threads; the label encoding (labelIds, trainIds, CamVid: the
-data modules' own `LabelEncoding`s) is applied once to the summed histogram, which
-also tells which values a file holds.
+values (grey or palette PNGs, read as the indices they hold), read in parallel threads;
+the label encoding (labelIds, trainIds, CamVid: the data modules' own `LabelEncoding`s)
+is applied once to the summed histogram, which also tells which values a file holds.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def evaluate_pairs(
     Args:
         pairs: (ground-truth path, prediction path) per image.
         fmt: their label format.
-        workers: reading threads (OpenCV decodes without the GIL); default: CPU count.
+        workers: reading threads (the PNG decoders release the GIL); default: CPU count.
 
     Returns:
         (`scores` of the confusion matrix, the C x (C + 1) matrix whose last column

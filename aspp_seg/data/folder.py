@@ -2,7 +2,9 @@
 
 Images and masks pair by their path relative to their folder, without the extension:
 ``images/a/b.jpg`` goes with ``masks/a/b.png`` (or ``masks/a/b<mask_suffix>``). A mask
-holds one class index per pixel; a small YAML file names the classes:
+holds one class index per pixel, as an 8-bit grey image or a palette PNG (PASCAL VOC's
+kind, read as its indices; colour-coded RGB masks are refused); a small YAML file names
+the classes:
 
     names: [background, road, car]       # class 0, 1, 2
     palette: [[0, 0, 0], [128, 64, 128], [0, 0, 142]]   # optional, RGB per class

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from aspp_seg.data.io import IMAGE_EXTENSIONS, read_rgb
@@ -79,9 +79,19 @@ class ImageSource(Dataset):
         return len(self.files)
 
     def image_size(self, index: int) -> tuple[int, int]:
-        """(height, width) read from the file header only."""
-        with Image.open(self.files[index][0]) as image:
-            return image.height, image.width
+        """(height, width) read from the file header only.
+
+        Raises:
+            DataError: naming a file whose header is not an image's (every file's is
+                read here, in the main process, before the first batch).
+        """
+        path = self.files[index][0]
+        try:
+            with Image.open(path) as image:
+                return image.height, image.width
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            reason = "not an image" if isinstance(error, UnidentifiedImageError) else error
+            raise DataError(f"cannot read image {path} in the predict source: {reason}") from None
 
     def __getitem__(self, index: int) -> dict:
         path, name = self.files[index]
