@@ -14,8 +14,10 @@ caller needs ImageNet's mean and std.
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,24 @@ class LogitsModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W RGB, 0-255 -> B x C x H x W logits."""
         return self.net(images)["out"]
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside `path` (same suffix) that replaces `path` only when the
+    block ends without an exception; otherwise it is removed and `path` stays as it was.
+
+    The folder of `path` is created if missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # named, not mkstemp'd: the export keeps the permissions a plain new file gets
+    staged = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        yield staged
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def example_images(size: Sequence[int], *, batch: int = 1, dtype: str = "uint8") -> torch.Tensor:
@@ -83,20 +103,20 @@ def export_onnx(
 
     Input ``images`` (B x 3 x H x W RGB, 0-255), output ``logits`` (B x C x H x W).
     Adaptive pooling exports only as global pooling (output 1 x 1), which is what the
-    ASPP image-pooling branch uses.
+    ASPP image-pooling branch uses. `path` is replaced only by a complete export (see
+    `replacing`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     sample = example_images(size, dtype=dtype)
     dim = torch.export.Dim
     axes = {0: dim("batch", min=1, max=1024)}
     if dynamic:
         axes |= {2: dim("height", min=32, max=8192), 3: dim("width", min=32, max=8192)}
-    with torch.no_grad():
+    with torch.no_grad(), replacing(path) as staged:
         torch.onnx.export(
             model.eval(),
             (sample,),
-            str(path),
+            str(staged),
             input_names=["images"],
             output_names=["logits"],
             opset_version=opset,
@@ -113,15 +133,16 @@ def export_torchscript(
     """Traces to TorchScript (``torch.jit.load`` loads it, with no aspp-seg installed).
 
     The traced model takes B x 3 x H x W RGB images, 0-255, uint8 or float (the
-    conversion to float is one traced op that does nothing for float input).
+    conversion to float is one traced op that does nothing for float input). `path` is
+    replaced only by a complete export (see `replacing`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     sample = example_images(size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
         traced = torch.jit.trace(model.eval(), sample)
-    traced.save(str(path))
+    with replacing(path) as staged:
+        traced.save(str(staged))
     return path
 
 

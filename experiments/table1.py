@@ -209,7 +209,8 @@ def train(
                "--trainer.logger", _logger(out, name, "fit", wandb_group),
                "--ckpt_path", "last"]  # fmt: skip
     print(f"[table1] training {name}: {' '.join(command[2:])}", flush=True)
-    log = (run / "fit.log").open("w") if quiet else None
+    before = _last_state(out, name)
+    log = (run / "fit.log").open("a") if quiet else None  # a rerun keeps the earlier output
     start = time.perf_counter()
     try:
         stderr = subprocess.STDOUT if log else None
@@ -217,12 +218,21 @@ def train(
     finally:
         if log:
             log.close()
-    # the wall time of this call: a resumed run counts only what was left
-    (run / "wall_s.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
+    # the wall time of this call: a resumed run counts only what was left; a call that
+    # trained nothing (the run had finished) keeps the recorded time of the one that did
+    if code != 0 or before is None or _last_state(out, name) != before:
+        (run / "wall_s.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
     if code != 0:
         where = f"; its output: {run / 'fit.log'}" if quiet else ""
         raise UserError(f"training {name} ({config}) failed with exit status {code}{where}")
     return last_checkpoint(out, name)
+
+
+def _last_state(out: Path, name: str) -> tuple[str, int] | None:
+    """(path, mtime) of the run's newest ``last*.ckpt``; None when there is none."""
+    folder = out / "runs" / name / "fit" / "checkpoints"
+    found = sorted((p.stat().st_mtime_ns, str(p)) for p in folder.glob("last*.ckpt"))
+    return (found[-1][1], found[-1][0]) if found else None
 
 
 def last_checkpoint(out: Path, name: str) -> Path:

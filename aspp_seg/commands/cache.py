@@ -6,6 +6,11 @@ folder per split role (``<out>/train``, ``<out>/val``, ...) with a progress bar,
 compares the bytes read back with a fresh decode (``--verify all``, or every n-th
 sample with ``--verify_every``). Train with it by adding
 ``--data.init_args.cache_dir <out>``. Exit status 1 when the check finds a difference.
+
+Only ``images.u8``, ``labels.u8`` and ``index.json`` in each ``<out>/<role>`` are
+written. Every split is decoded into ``.partial`` files first; the caches already in
+``--out`` are replaced only once all splits decoded, so a bad file halfway leaves them
+as they were.
 """
 
 from __future__ import annotations
@@ -43,7 +48,13 @@ def main(argv: list[str]) -> None:
     if config.wants_help(argv):
         config.print_help(f"aspp-seg {NAME}", __doc__.splitlines()[0], add_arguments)
         return
-    from aspp_seg.data.cache import DecodedCache, build_cache, verify_cache
+    from aspp_seg.data.cache import (
+        DecodedCache,
+        commit_cache,
+        discard_staged,
+        stage_cache,
+        verify_cache,
+    )
 
     args = config.read_config(argv, add_arguments=add_arguments)
     for role in args.splits:
@@ -55,10 +66,17 @@ def main(argv: list[str]) -> None:
     if hasattr(datamodule, "prepare_data"):
         datamodule.prepare_data()  # the demo generates its files on first use
     out = Path(args.out)
+    roles = {role: _samples(datamodule, role) for role in args.splits}
+    try:
+        for role, samples in roles.items():
+            stage_cache(samples, out / role, progress=args.progress)
+    except BaseException:
+        for role in roles:
+            discard_staged(out / role)
+        raise
     wrong = []
-    for role in args.splits:
-        samples = _samples(datamodule, role)
-        folder = build_cache(samples, out / role, progress=args.progress)
+    for role, samples in roles.items():
+        folder = commit_cache(out / role)
         cache = DecodedCache(folder)
         gib = sum(e["height"] * e["width"] * 4 for e in cache.entries) / 2**30
         print(f"{role}: {len(cache)} samples, {gib:.2f} GiB in {folder}")

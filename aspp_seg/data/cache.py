@@ -50,13 +50,84 @@ def _progress(items: Sequence, desc: str, enabled: bool) -> Iterable:
     return tqdm(items, desc=desc, unit="img", dynamic_ncols=True)
 
 
-def build_cache(samples: Sequence[Sample], out_dir: str | Path, *, progress: bool = True) -> Path:
-    """Decodes `samples` into a cache folder (replacing one that is there).
+PARTIAL = ".partial"
+"""Suffix of the files a build writes before they replace the cache (`stage_cache`)."""
+_FILES = (IMAGES, LABELS, INDEX)
+
+
+def stage_cache(samples: Sequence[Sample], out_dir: str | Path, *, progress: bool = True) -> Path:
+    """Decodes `samples` into ``<file>.partial`` files in `out_dir`, beside any cache there
+    (which stays readable and unchanged); `commit_cache` puts them in its place.
 
     Args:
         samples: the files of one split, in the order the data set reads them.
-        out_dir: folder to write ``images.u8``, ``labels.u8`` and ``index.json`` to.
+        out_dir: folder for ``images.u8``, ``labels.u8`` and ``index.json``.
         progress: show a progress bar.
+
+    Returns:
+        `out_dir`.
+
+    Raises:
+        DataError: naming the first unreadable or invalid sample; the partial files are
+            removed, the cache in `out_dir` is left as it was.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    entries, image_offset, label_offset = [], 0, 0
+    try:
+        with open(out / (IMAGES + PARTIAL), "wb") as images, \
+                open(out / (LABELS + PARTIAL), "wb") as labels:  # fmt: skip
+            for sample in _progress(samples, f"caching {out.name}", progress):
+                image, label = load_sample(sample)
+                images.write(np.ascontiguousarray(image).tobytes())
+                labels.write(np.ascontiguousarray(label).tobytes())
+                height, width = label.shape
+                entries.append(
+                    {
+                        "name": sample.image.name,
+                        "image": _source(sample.image),
+                        "label": _source(sample.label),
+                        "encoding": sample.encoding.name,
+                        "height": height,
+                        "width": width,
+                        "image_offset": image_offset,
+                        "label_offset": label_offset,
+                    }
+                )
+                image_offset += image.nbytes
+                label_offset += label.nbytes
+        index = {"version": FORMAT_VERSION, "samples": entries}
+        (out / (INDEX + PARTIAL)).write_text(json.dumps(index))
+    except BaseException:
+        discard_staged(out)
+        raise
+    return out
+
+
+def commit_cache(out_dir: str | Path) -> Path:
+    """Replaces the cache in `out_dir` by the files `stage_cache` wrote there.
+
+    The index goes first and comes back last, so a reader never pairs an index with
+    byte files of another build; readers that mapped the old files keep reading them.
+    """
+    out = Path(out_dir)
+    (out / INDEX).unlink(missing_ok=True)
+    for name in _FILES:
+        os.replace(out / (name + PARTIAL), out / name)
+    return out
+
+
+def discard_staged(out_dir: str | Path) -> None:
+    """Removes the partial files of a build that did not finish."""
+    for name in _FILES:
+        (Path(out_dir) / (name + PARTIAL)).unlink(missing_ok=True)
+
+
+def build_cache(samples: Sequence[Sample], out_dir: str | Path, *, progress: bool = True) -> Path:
+    """Decodes `samples` into a cache folder: `stage_cache`, then `commit_cache`.
+
+    A cache already in `out_dir` is replaced only when every sample decoded; on an
+    error it is left as it was.
 
     Returns:
         `out_dir`.
@@ -64,35 +135,7 @@ def build_cache(samples: Sequence[Sample], out_dir: str | Path, *, progress: boo
     Raises:
         DataError: naming the first unreadable or invalid sample.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / INDEX).unlink(missing_ok=True)  # invalid until the new index is written
-    entries, image_offset, label_offset = [], 0, 0
-    with open(out / IMAGES, "wb") as images, open(out / LABELS, "wb") as labels:
-        for sample in _progress(samples, f"caching {out.name}", progress):
-            image, label = load_sample(sample)
-            images.write(np.ascontiguousarray(image).tobytes())
-            labels.write(np.ascontiguousarray(label).tobytes())
-            height, width = label.shape
-            entries.append(
-                {
-                    "name": sample.image.name,
-                    "image": _source(sample.image),
-                    "label": _source(sample.label),
-                    "encoding": sample.encoding.name,
-                    "height": height,
-                    "width": width,
-                    "image_offset": image_offset,
-                    "label_offset": label_offset,
-                }
-            )
-            image_offset += image.nbytes
-            label_offset += label.nbytes
-    index = {"version": FORMAT_VERSION, "samples": entries}
-    tmp = out / (INDEX + ".tmp")
-    tmp.write_text(json.dumps(index))
-    os.replace(tmp, out / INDEX)
-    return out
+    return commit_cache(stage_cache(samples, out_dir, progress=progress))
 
 
 class DecodedCache:

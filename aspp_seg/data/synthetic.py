@@ -239,7 +239,17 @@ DEFAULT_SETTINGS: dict[str, int] = {
 }
 """The generator's settings when nothing else is asked for (`generate_demo_cityscapes`)."""
 _MINIMUM = {"num_train": 1, "num_val": 0, "num_test": 0, "height": 1, "width": 1, "seed": 0}
-_OWNED = re.compile(r"^[a-z]+_\d{6}_\d{6}_(leftImg8bit\.png|gtFine_[A-Za-z]+\.(png|json))$")
+FRAME = 19
+"""Frame number of every generated file name (``<city>_<seq>_000019_...``)."""
+OWN_SUFFIXES = ("leftImg8bit.png", "gtFine_labelIds.png", "gtFine_polygons.json")
+DERIVED_SUFFIXES = ("gtFine_labelTrainIds.png",)
+"""Files made from the generated labels (``aspp-seg prepare-cityscapes``): stale once
+the set is regenerated, so they go with it."""
+_OWNED = re.compile(
+    rf"^[a-z]+_\d{{6}}_{FRAME:06d}_"
+    rf"({'|'.join(re.escape(s) for s in OWN_SUFFIXES + DERIVED_SUFFIXES)})$"
+)
+"""File names a set generated with unrecorded settings (an older aspp-seg) may own."""
 
 
 def check_settings(settings: dict[str, int]) -> None:
@@ -295,12 +305,61 @@ def generated_settings(root: str | Path) -> dict[str, int] | None:
     return dict(settings) if isinstance(settings, dict) else {}
 
 
+def _stems(settings: dict[str, int]) -> list[tuple[str, str, str]]:
+    """(split, city, stem) of every frame generated with `settings`."""
+    full = {**DEFAULT_SETTINGS, **settings}
+    stems = []
+    for split in ("train", "val", "test"):
+        cities = CITIES[split]
+        for i in range(full[f"num_{split}"]):
+            city = cities[i % len(cities)]
+            stems.append((split, city, f"{city}_{i // len(cities):06d}_{FRAME:06d}"))
+    return stems
+
+
+def planned_files(root: str | Path, settings: dict[str, int]) -> list[Path]:
+    """The files `generate_demo_cityscapes` writes under `root` with `settings`."""
+    root = Path(root)
+    files = []
+    for split, city, stem in _stems(settings):
+        files.append(root / "leftImg8bit" / split / city / f"{stem}_{OWN_SUFFIXES[0]}")
+        files += [root / "gtFine" / split / city / f"{stem}_{s}" for s in OWN_SUFFIXES[1:]]
+    return files
+
+
+def _recorded_settings(root: Path) -> dict[str, int] | None:
+    """The settings the marker (or, for an interrupted run, the pending marker) records;
+    None when neither records any."""
+    for name in (PENDING, MARKER):
+        try:
+            content = json.loads((root / name).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        settings = content.get("settings") if isinstance(content, dict) else None
+        if isinstance(settings, dict):
+            return dict(settings)
+    return None
+
+
 def generated_files(root: str | Path) -> list[Path]:
-    """The files the generator owns under `root` (images, labels and polygons of its
-    cities, any ``*_gtFine_*`` file derived from them such as labelTrainIds, and the
-    markers); other files are not listed."""
+    """The files the generator owns under `root`: those its recorded settings wrote
+    (images, labels, polygons), the labelTrainIds derived from them, and the markers.
+    Other files, even in its city folders, are not listed.
+
+    A set whose markers record no settings (an older aspp-seg) owns the files named as
+    the generator names them (``<city>_<seq>_000019_<suffix>``) in its city folders.
+    """
     root = Path(root)
     found = [root / name for name in (MARKER, PENDING) if (root / name).is_file()]
+    settings = _recorded_settings(root)
+    if settings is not None:
+        for split, city, stem in _stems(settings):
+            top = root / "leftImg8bit" / split / city
+            gt = root / "gtFine" / split / city
+            candidates = [top / f"{stem}_{OWN_SUFFIXES[0]}"]
+            candidates += [gt / f"{stem}_{s}" for s in OWN_SUFFIXES[1:] + DERIVED_SUFFIXES]
+            found += [p for p in candidates if p.is_file()]
+        return found
     for split, cities in CITIES.items():
         for top in ("leftImg8bit", "gtFine"):
             for city in cities:
@@ -350,7 +409,9 @@ def generate_demo_cityscapes(
         The root folder.
 
     Raises:
-        DataError: `root` is a non-empty folder without a demo set (see `check_demo_root`).
+        DataError: `root` is a non-empty folder without a demo set (see `check_demo_root`),
+            or a file the new set would write is there but not the generator's; nothing
+            is changed.
         ConfigError: a setting is out of range.
     """
     root = Path(root)
@@ -364,7 +425,16 @@ def generate_demo_cityscapes(
     }
     check_settings(settings)
     check_demo_root(root)
-    if holds_demo(root):
+    owned = set(generated_files(root)) if holds_demo(root) else set()
+    foreign = [p for p in planned_files(root, settings) if p.exists() and p not in owned]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise DataError(
+            f"data.root={root}: {foreign[0]}{more} was not written by the demo generator, "
+            "but the new set would write it; move it away or point data.root elsewhere "
+            "(nothing was changed)"
+        )
+    if owned:
         remove_generated(root)
     root.mkdir(parents=True, exist_ok=True)
     record = json.dumps({"generator": GENERATOR, "settings": settings}, indent=2) + "\n"
@@ -374,7 +444,7 @@ def generate_demo_cityscapes(
         cities = CITIES[split]
         for i in range(count):
             city = cities[i % len(cities)]
-            stem = f"{city}_{i // len(cities):06d}_{19:06d}"
+            stem = f"{city}_{i // len(cities):06d}_{FRAME:06d}"
             scene = make_scene(rng, height, width)
             img_dir = root / "leftImg8bit" / split / city
             gt_dir = root / "gtFine" / split / city
