@@ -5,7 +5,9 @@
         class_path: aspp_seg.losses.CrossEntropyLoss
         init_args: {weight: median_frequency}    # or inverse_sqrt, or a list
 
-``aspp-seg fit`` reads every training label once (decoded as training reads it), counts
+``aspp-seg fit`` (the `ClassWeights` callback, after the data is prepared and before it is
+set up, so a generated or regenerated demo set counts its new files) reads every label
+of the split the run trains on once (decoded as training reads it), counts
 the pixels of each class per image, turns the counts into weights
 (`aspp_seg.losses.class_weights`), prints them once and writes them into the run's
 ``config.yaml`` in place of the method's name, so the run says what it trained with and
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from lightning.pytorch import Callback
 from torch import nn
 
 from aspp_seg.data.dataset import Sample
@@ -90,3 +93,27 @@ def write_into_config(loss_config, computed: dict[str, list[float]]) -> None:
             loss_config[key] = computed[value]
         elif hasattr(value, "items") or isinstance(value, list):
             write_into_config(value, computed)
+
+
+class ClassWeights(Callback):
+    """Computes the class weights that the loss asked for (``weight: <method>``) from the
+    training split, once the data is prepared, and writes them into `loss_config` (the
+    run config that `RunConfigCallback` then saves). The CLI puts it first among the
+    callbacks, so its ``setup`` runs before the config is saved.
+
+    Args:
+        loss_config: the parsed ``model.loss`` of the run's config, changed in place;
+            None: only the loss is set.
+    """
+
+    def __init__(self, loss_config=None) -> None:
+        self.loss_config = loss_config
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        loss = getattr(pl_module, "loss", None)
+        datamodule = trainer.datamodule
+        if stage != "fit" or loss is None or not hasattr(datamodule, "scan_training"):
+            return
+        computed = resolve_class_weights(loss, datamodule, pl_module.class_names)
+        if computed and self.loss_config is not None:
+            write_into_config(self.loss_config, computed)

@@ -7,10 +7,11 @@ needs them, so ``aspp-seg --help`` and ``aspp-seg evaluate --help`` answer at on
 
 from __future__ import annotations
 
+import re
 import sys
 
 from aspp_seg.commands import discover
-from aspp_seg.errors import UserError
+from aspp_seg.errors import Interrupted, UserError
 
 LIGHTNING_SUBCOMMANDS = {
     "fit": "Runs the full optimization routine.",
@@ -42,12 +43,21 @@ def _user_error(error: BaseException | None) -> UserError | None:
     return None
 
 
+_TRACEBACK_HEADER = "Original Traceback"
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*: ")  # ``aspp_seg.errors.DataError: `` of a traceback
+
+
 def _one_line(error: BaseException) -> str:
-    """The user-facing line of an error, also when a data worker re-raised it."""
+    """The user-facing line of an error, also when a data worker re-raised it.
+
+    torch re-raises a worker's exception in the main process with the worker's whole
+    traceback as its message (``Caught DataError in DataLoader worker process 0.`` then
+    ``Original Traceback ...``, on the first or the second line depending on the torch
+    version); the error's own message is the traceback's last line.
+    """
     lines = [line for line in str(error).splitlines() if line.strip()]
-    if len(lines) > 1 and "Original Traceback" in lines[0]:
-        last = lines[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
+    if any(_TRACEBACK_HEADER in line for line in lines):
+        return _RAISED.sub("", lines[-1].strip(), count=1)
     return " ".join(lines)
 
 
@@ -85,15 +95,23 @@ def _run(args: list[str] | None) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the `aspp-seg` console script."""
+    """Entry point of the `aspp-seg` console script.
+
+    A `UserError` (a mistake in the input, a failed run, Ctrl-C) ends with one line
+    ``aspp-seg: error: ...`` on stderr and the error's exit status (2, 1, 130); any
+    other exception is a bug and keeps its traceback.
+    """
     try:
-        _run(None if args is None else list(args))
+        try:
+            _run(None if args is None else list(args))
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
     except Exception as error:
         user_error = _user_error(error)
         if user_error is None:
             raise
         print(f"aspp-seg: error: {_one_line(user_error)}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(user_error.exit_code)
 
 
 if __name__ == "__main__":

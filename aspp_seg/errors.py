@@ -1,12 +1,17 @@
 """User-facing errors.
 
-A `UserError` is a mistake in a path, a data layout or a setting. The CLI prints its
-message as one line and exits with status 2 instead of showing a traceback.
+A `UserError` is a mistake in a path, a data layout or a setting, or a run that ended
+without a result (it diverged, or trained nothing). The CLI prints its message as one
+line, ``aspp-seg: error: ...``, and exits with the error's `exit_code` instead of
+showing a traceback: 2 for a mistake in the input, 1 for a run that failed, 130 for an
+interruption (Ctrl-C).
 """
 
 
 class UserError(Exception):
     """A problem the user can fix: the message names the file or setting at fault."""
+
+    exit_code = 2
 
 
 class DataError(UserError):
@@ -15,3 +20,16 @@ class DataError(UserError):
 
 class ConfigError(UserError, ValueError):
     """A setting has a value outside the allowed ones."""
+
+
+class RunFailed(UserError):
+    """A run stopped without a usable result (e.g. its loss became NaN); the message says
+    where it stopped and what is left to resume from."""
+
+    exit_code = 1
+
+
+class Interrupted(UserError):
+    """The user stopped the command (Ctrl-C); the message says how far it got."""
+
+    exit_code = 130

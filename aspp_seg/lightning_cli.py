@@ -12,11 +12,46 @@ from lightning.pytorch.cli import LightningCLI
 
 from aspp_seg.callbacks import RunConfigCallback, add_result_files, add_segmentation_logger
 from aspp_seg.checkpoints import check_fits, is_file_path, read_checkpoint
-from aspp_seg.class_balance import resolve_class_weights, write_into_config
+from aspp_seg.class_balance import ClassWeights
+from aspp_seg.data.datamodules import fitting_with
 from aspp_seg.determinism import check_deterministic
+from aspp_seg.errors import Interrupted
 from aspp_seg.fast_paths import FastPaths
 from aspp_seg.module import SegmentationModule
-from aspp_seg.resume import LoggedStepAlignment, resolve_last, restore_metrics
+from aspp_seg.resume import (
+    FolderSnapshot,
+    LoggedStepAlignment,
+    evaluation_folder,
+    resolve_last,
+    restore_metrics,
+)
+from aspp_seg.run_guard import RunGuard
+
+_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def training_processes(trainer_cfg) -> int | None:
+    """Processes that a parsed ``trainer`` config trains on (devices x nodes), counted as
+    Lightning counts them; None when it cannot tell before the trainer exists (an
+    accelerator object, TPUs, a devices value that Lightning will refuse itself)."""
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
+
+    accelerator, devices = trainer_cfg.get("accelerator", "auto"), trainer_cfg.get("devices")
+    if accelerator in ("auto", "gpu"):
+        gpu = CUDAAccelerator if CUDAAccelerator.is_available() else MPSAccelerator
+        accelerator = "gpu" if gpu.is_available() else "cpu"
+    kind = {"cpu": CPUAccelerator, "cuda": CUDAAccelerator, "mps": MPSAccelerator}.get(
+        accelerator, gpu if accelerator == "gpu" else None
+    )
+    if kind is None:
+        return None
+    try:
+        if devices in (None, "auto"):
+            devices = kind.auto_device_count()
+        count = len(kind.get_parallel_devices(kind.parse_devices(devices)))
+    except Exception:  # Lightning names a bad value when it builds the trainer
+        return None
+    return count * int(trainer_cfg.get("num_nodes") or 1)
 
 
 class AsppSegCLI(LightningCLI):
@@ -39,13 +74,55 @@ class AsppSegCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand in ("fit", "validate", "test", "predict"):
-            # `--ckpt_path last`: the previous version's checkpoint, not the new folder's
-            resolve_last(self.config[self.subcommand], continue_run=self.subcommand == "fit")
-            # W&B / TensorBoard runs get the IoU table, confusion matrix and overlays
-            add_segmentation_logger(self.config[self.subcommand]["trainer"])
-            # the per-class IoU tables and confusion matrix of every evaluation, as files
-            add_result_files(self.config[self.subcommand]["trainer"])
+        self._guard = RunGuard()
+        self._snapshot: FolderSnapshot | None = None
+        if self.subcommand not in _SUBCOMMANDS:
+            return
+        config = self.config[self.subcommand]
+        fit = self.subcommand == "fit"
+        # `--ckpt_path last | best`: the experiment's checkpoint, not the new folder's
+        resumed = resolve_last(config, continue_run=fit)
+        if resumed is not None and fit:
+            # a resume that fails before it writes a checkpoint puts the folder back
+            self._snapshot = FolderSnapshot(resumed.parent.parent)
+        if not fit:
+            folder = evaluation_folder(config, self.subcommand)  # <run>/<subcommand>/<ckpt>/
+            if folder is not None:  # an evaluation that fails leaves it as it was
+                self._snapshot = FolderSnapshot(folder)
+        # W&B / TensorBoard runs get the IoU table, confusion matrix and overlays
+        add_segmentation_logger(config["trainer"])
+        # the per-class IoU tables and confusion matrix of every evaluation, as files
+        add_result_files(config["trainer"])
+
+    def after_instantiate_classes(self) -> None:
+        if self.subcommand in _SUBCOMMANDS[1:] and self._snapshot is not None:
+            for callback in self.trainer.callbacks:  # the evaluation folder is this command's
+                if isinstance(callback, RunConfigCallback):
+                    callback.replace = True
+
+    def instantiate_classes(self) -> None:
+        if self.subcommand != "fit":
+            super().instantiate_classes()
+            return
+        trainer = self.config["fit"]["trainer"]
+        processes = training_processes(trainer)
+        if processes is None:
+            super().instantiate_classes()
+            return
+        # the data module (built before the net) refuses a fit that gets no batch
+        with fitting_with(processes, int(trainer.get("accumulate_grad_batches") or 1)):
+            super().instantiate_classes()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            # Lightning turns Ctrl-C into sys.exit(1) after its clean-up: one line instead
+            if self._snapshot is not None and not self._guard.wrote_checkpoint:
+                self._snapshot.restore()
+            if self._guard.interrupted_at is not None:
+                raise Interrupted(self._guard.interruption_message(self.trainer)) from None
+            raise
 
     def _check_checkpoint(self) -> None:
         """The checkpoint's tensors fit the configured net, or one line says which does not."""
@@ -59,29 +136,21 @@ class AsppSegCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_checkpoint()
-        self._compute_class_weights()
         check_deterministic(self.trainer)
         restore_metrics(self.trainer)  # the metrics of the run that `--ckpt_path last` resumes
-        self.trainer.callbacks.insert(0, LoggedStepAlignment())  # before any logging callback
+        loss_config = self.config["fit"]["model"].get("loss")
+        # first: the guard sees every step; class weights are set before the config is saved
+        self.trainer.callbacks[0:0] = [
+            self._guard,
+            ClassWeights(loss_config),
+            LoggedStepAlignment(),  # before any logging callback
+        ]
 
-    def _compute_class_weights(self) -> None:
-        """``weight: median_frequency`` (or ``inverse_sqrt``) in the loss: computed from the
-        training labels, and written into the config that the run saves."""
-        loss = getattr(self.model, "loss", None)
-        if loss is None or not hasattr(self.datamodule, "scan_training"):
-            return
-        computed = resolve_class_weights(loss, self.datamodule, self.model.class_names)
-        if computed and self.config["fit"]["model"].get("loss") is not None:
-            write_into_config(self.config["fit"]["model"]["loss"], computed)
-
-    def before_validate(self) -> None:
+    def _before_evaluation(self) -> None:
         self._check_checkpoint()
+        self.trainer.callbacks.insert(0, self._guard)  # Ctrl-C: one line
 
-    def before_test(self) -> None:
-        self._check_checkpoint()
-
-    def before_predict(self) -> None:
-        self._check_checkpoint()
+    before_validate = before_test = before_predict = _before_evaluation
 
 
 def lightning_cli(

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aspp_seg.checkpoints import read_checkpoint
 from aspp_seg.errors import ConfigError, UserError
 
 
@@ -188,7 +189,7 @@ def load_model(
     checkpoint_path = find_checkpoint(path)
     config_path = Path(config) if config is not None else run_config_of(checkpoint_path)
     run = configs.read_config(["--config", str(config_path), *overrides])
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(checkpoint_path)  # a damaged file: one line naming it
     hparams = checkpoint.get("hyper_parameters", {})
     try:
         datamodule = configs.build_datamodule(run)

@@ -69,7 +69,9 @@ def test_fit_then_validate_gives_the_same_miou(tiny_cityscapes, tmp_path, monkey
     main(["validate", *_tiny_args(tiny_cityscapes), "--ckpt_path", str(last)])
     out = capsys.readouterr()
     assert "| Road | Sidewalk |" in out.out + out.err
-    validate_row = _iou_row(tmp_path / "runs" / "demo" / "version_1" / "val_iou.csv")
+    # written beside the checkpoint, not into a new version folder
+    validate_row = _iou_row(run / "validate" / "last" / "val_iou.csv")
+    assert not (tmp_path / "runs" / "demo" / "version_1").exists()
     assert validate_row == fit_row
 
 

@@ -34,7 +34,7 @@ def test_validation_at_half_size_scores_full_size_labels(tiny_cityscapes, tmp_pa
     checkpoint = run / "checkpoints" / "last.ckpt"
 
     main(["validate", *_args(tiny_cityscapes), "--ckpt_path", str(checkpoint)])
-    validated = tmp_path / "runs" / "demo" / "version_1"
+    validated = run / "validate" / "last"  # beside the checkpoint
     confusion = np.load(validated / "val_iou_confusion.npy")
     labels = sorted((tiny_cityscapes / "gtFine" / "val").rglob("*_gtFine_labelIds.png"))
     labelled = sum(int((to_train_ids(np.asarray(Image.open(p))) != 255).sum()) for p in labels)

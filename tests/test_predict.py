@@ -110,7 +110,7 @@ def test_validate_with_sliding_windows_writes_the_run_results(
     main(["validate", *_args(tiny_cityscapes), "--ckpt_path", str(tiny_checkpoint),
           "--trainer.limit_val_batches", "1", "--model.inference", "slide",
           "--model.window", "[64, 64]", "--model.flip", "true"])  # fmt: skip
-    run = tmp_path / "runs" / "demo" / "version_0"
+    run = tiny_checkpoint.parent.parent / "validate" / tiny_checkpoint.stem  # beside the ckpt
     confusion = np.load(run / "val_iou_confusion.npy")
     assert confusion.shape == (19, 19)
     assert 0.5 < confusion.sum() / (8 * 64 * 128) <= 1  # one batch of 8, minus ignored pixels

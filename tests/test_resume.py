@@ -135,7 +135,7 @@ def test_last_without_a_checkpoint_starts_from_scratch(tmp_path):
         ),
     )
     assert resolve_last(cfg) is None
-    assert cfg.ckpt_path == "last"  # Lightning then warns and trains from scratch
+    assert cfg.ckpt_path is None  # a new run (one line says so), without Lightning's warning
 
 
 def _logger(kind: str, **init_args):
@@ -152,8 +152,8 @@ def _config(loggers, ckpt_path="last"):
 
 
 def _checkpoint(path: Path, **extra) -> Path:
-    path.parent.mkdir(parents=True)
-    torch.save({"global_step": 7, "epoch": 1, **extra}, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"global_step": 7, "epoch": 1, "state_dict": {}, **extra}, path)
     return path
 
 
@@ -182,5 +182,10 @@ def test_last_continues_the_version_folder_and_the_wandb_run(tmp_path):
     assert resolve_last(cfg, continue_run=False) == newest
     assert cfg.trainer.logger.init_args.get("version") is None
 
+    # best: the one the newest run recorded, found beside its last.ckpt
+    best = _checkpoint(runs / "dl1" / "version_3" / "checkpoints" / "best-epoch=01.ckpt")
+    ckpt_state = {"best_model_path": "/elsewhere/best-epoch=01.ckpt"}
+    torch.save({"global_step": 7, "state_dict": {}, "callbacks": {"ModelCheckpoint{}": ckpt_state},
+                "aspp_seg": {"wandb_id": "abc123"}}, newest)  # fmt: skip
     cfg = _config(_logger("CSVLogger", save_dir=str(runs), name="dl1"), ckpt_path="best")
-    assert resolve_last(cfg) is None and cfg.ckpt_path == "best"
+    assert resolve_last(cfg, continue_run=False) == best and cfg.ckpt_path == str(best)

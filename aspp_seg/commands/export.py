@@ -11,6 +11,11 @@ two random uint8 images of ``--size`` (onnxruntime on the CPU for ONNX) and the 
 logit difference to PyTorch is printed; above
 ``--tolerance`` the command fails. ONNX needs the ``export`` extra:
 ``pip install 'aspp-seg[export]'``.
+
+The file is written beside its final path and moved into place only after the export
+and its check succeed: a failed export leaves no file and the one at ``--output``
+as it was. The default path (``<ckpt>.onnx`` / ``.pt``) is never overwritten: when a
+file is there, name it with ``--output`` to replace it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,22 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _resolve(which: str, config_path: str | None) -> str:
+    """``--ckpt_path last | best``: found as ``aspp-seg validate`` finds it, from the
+    experiment folder of the run's config."""
+    from aspp_seg.config import read_config
+    from aspp_seg.resume import resolve_last
+
+    if not config_path:
+        raise UserError(
+            f"export --ckpt_path {which}: give --config (the config the run trained with) "
+            "to find it, or a .ckpt path"
+        )
+    run = read_config(["--config", config_path])
+    run["ckpt_path"] = which
+    return str(resolve_last(run, continue_run=False))
+
+
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     from aspp_seg import config
@@ -54,9 +75,12 @@ def main(argv: list[str]) -> None:
         export_onnx,
         export_torchscript,
         max_difference,
+        replacing,
     )
     from aspp_seg.loading import load_model
 
+    if args.ckpt_path in ("last", "best"):
+        args.ckpt_path = _resolve(args.ckpt_path, args.config)
     if args.ckpt_path:
         net = load_model(args.ckpt_path, config=args.config).net
         default = Path(args.ckpt_path).with_suffix(SUFFIX[args.format])
@@ -68,6 +92,11 @@ def main(argv: list[str]) -> None:
         raise UserError("aspp-seg export needs --ckpt_path (or --config for random weights)")
     model = LogitsModel(net).eval()
     output = Path(args.output) if args.output else default
+    if not args.output and output.exists():
+        raise UserError(
+            f"{output} exists (the default output path); give --output {output} to replace "
+            "it, or another --output path"
+        )
     height, width = args.size
     if args.format == "onnx":
         try:
@@ -77,17 +106,20 @@ def main(argv: list[str]) -> None:
             raise UserError(
                 "ONNX export needs onnx and onnxscript: pip install 'aspp-seg[export]'"
             ) from error
-        export_onnx(model, output, size=(height, width), opset=args.opset,
-                    dynamic=not args.fixed_size)  # fmt: skip
-    else:
-        export_torchscript(model, output, size=(height, width))
-    print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB, {args.format})")
-    if args.check:
-        images = example_images((height, width), batch=2)  # uint8 RGB, as exported
-        diff = max_difference(model, output, images)
-        print(f"max |logit difference| to PyTorch on 2 x 3 x {height} x {width}: {diff:.2e}")
-        if diff > args.tolerance:
-            raise UserError(
-                f"exported {output} differs from PyTorch by {diff:.2e} > --tolerance "
-                f"{args.tolerance}"
-            )
+    with replacing(output) as staged:  # `output` untouched unless export and check succeed
+        if args.format == "onnx":
+            export_onnx(model, staged, size=(height, width), opset=args.opset,
+                        dynamic=not args.fixed_size)  # fmt: skip
+        else:
+            export_torchscript(model, staged, size=(height, width))
+        size_mib = staged.stat().st_size / 2**20
+        if args.check:
+            images = example_images((height, width), batch=2)  # uint8 RGB, as exported
+            diff = max_difference(model, staged, images)
+            print(f"max |logit difference| to PyTorch on 2 x 3 x {height} x {width}: {diff:.2e}")
+            if diff > args.tolerance:
+                raise UserError(
+                    f"the export differs from PyTorch by {diff:.2e} > --tolerance "
+                    f"{args.tolerance}; {output} not written"
+                )
+    print(f"wrote {output} ({size_mib:.1f} MiB, {args.format})")

@@ -51,6 +51,7 @@ from aspp_seg.data.labels import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
 )
+from aspp_seg.data.parallel import ignore_ctrl_c
 from aspp_seg.data.predict_source import predict_loader
 from aspp_seg.data.sampler import UnpaddedDistributedSampler
 from aspp_seg.data.synthetic import (
@@ -64,6 +65,19 @@ from aspp_seg.errors import ConfigError
 from aspp_seg.scaling import per_device_batch_size
 
 _CHECK_ON_INIT: ContextVar[bool] = ContextVar("check_layout_on_init", default=True)
+_FIT_PROCESSES: ContextVar[tuple[int, int] | None] = ContextVar("fit_processes", default=None)
+
+
+@contextmanager
+def fitting_with(processes: int, accumulate_grad_batches: int = 1) -> Iterator[None]:
+    """Data modules built inside this block are for a ``fit`` on `processes` training
+    processes: their layout check also refuses a split that gives some process no
+    training batch (the CLI builds the data module before the network)."""
+    token = _FIT_PROCESSES.set((processes, accumulate_grad_batches))
+    try:
+        yield
+    finally:
+        _FIT_PROCESSES.reset(token)
 
 
 @contextmanager
@@ -78,11 +92,13 @@ def layout_check_deferred() -> Iterator[None]:
 
 
 def _seed_worker(worker_id: int, *, rank: int) -> None:
-    """Gives each data worker (and each rank) its own augmentation stream.
+    """Gives each data worker (and each rank) its own augmentation stream, and leaves
+    Ctrl-C to the main process (`ignore_ctrl_c`).
 
     Albumentations keeps its own random state inside the pipeline; forked workers
     would otherwise all copy one state and draw identical crops and flips.
     """
+    ignore_ctrl_c()
     info = get_worker_info()
     transform = getattr(info.dataset, "transform", None)
     if hasattr(transform, "set_random_seed"):
@@ -231,11 +247,43 @@ class SegmentationDataModule(LightningDataModule):
         return {"train": self.scan_training(), "val": self.scan(self.val_split)}
 
     def check_layout(self) -> None:
-        """Fails fast, before any model is built, with the first layout problem."""
+        """Fails fast, before any model is built, with the first layout problem (and,
+        for a fit, with a split too small to give every process a training batch)."""
         if self.predict_source is not None:
             return  # predicting on given images needs no data set
-        for scan in self.fit_splits().values():
+        scans = self.fit_splits()
+        for scan in scans.values():
             scan.raise_first()
+        self.check_training_batches(len(scans["train"].samples))
+
+    def check_training_batches(self, frames: int) -> None:
+        """Refuses a fit in which some process would get no training batch.
+
+        Lightning's distributed sampler gives each of P processes ceil(frames / P)
+        frames, and training drops an incomplete last batch, so a process needs at least
+        one full batch of its share. Checked only for a fit (`fitting_with`).
+
+        Raises:
+            ConfigError: with the frames, processes and batch size.
+        """
+        fitting = _FIT_PROCESSES.get()
+        if fitting is None:
+            return
+        processes, accumulate = fitting
+        batch = self.batch_size
+        if self.global_batch_size is not None:
+            batch = per_device_batch_size(
+                self.global_batch_size, world_size=processes, accumulate_grad_batches=accumulate
+            )
+        share = -(-frames // processes)
+        if share >= batch:
+            return
+        spread = f" over {processes} processes ({share} each)" if processes > 1 else ""
+        fix = f"data.batch_size <= {share}" + (" or fewer devices" if processes > 1 else "")
+        raise ConfigError(
+            f"fit would train nothing: {frames} training frames{spread} make no full batch "
+            f"of data.batch_size={batch} (an incomplete last batch is dropped); set {fix}"
+        )
 
     def _check_on_init(self) -> None:
         """Subclasses call this at the end of ``__init__``, once `scan` can run."""
@@ -446,8 +494,11 @@ class DemoDataModule(CityscapesDataModule):
         if self.predict_source is not None:
             return
         check_demo_root(self.root)
-        if settings_to_generate(self.root, self.generator_args) is None:
-            super().check_layout()  # else prepare_data generates it first
+        settings = settings_to_generate(self.root, self.generator_args)
+        if settings is None:
+            super().check_layout()
+        else:  # prepare_data generates it first: its size is known already
+            self.check_training_batches(settings["num_train"])
 
     def prepare_data(self) -> None:
         if self.predict_source is None:

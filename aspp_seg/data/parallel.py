@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
@@ -46,3 +47,10 @@ def parallel_map(
         if pool is not None:
             pool.terminate()
             pool.join()
+
+
+def ignore_ctrl_c(worker_id: int = 0) -> None:
+    """A DataLoader ``worker_init_fn``: data workers leave Ctrl-C to the main process,
+    which stops them as it shuts down. A terminal's SIGINT reaches every process of the
+    group, and each worker would otherwise print a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from aspp_seg.data.io import IMAGE_EXTENSIONS, read_rgb
+from aspp_seg.data.parallel import ignore_ctrl_c
 from aspp_seg.errors import DataError
 
 
@@ -155,4 +156,5 @@ def predict_loader(
         batch_sampler=SizeBatchSampler(SequentialSampler(dataset), batch_size, sizes=sizes),
         num_workers=num_workers,
         persistent_workers=False,
+        worker_init_fn=ignore_ctrl_c,
     )
