@@ -4,10 +4,10 @@
 
     model = aspp_seg.load_model("runs/demo/version_0")       # or a .ckpt file
     labels = model.predict("photo.png")                      # H x W uint8 class indices
-    colors = aspp_seg.visualize.colorize(labels, model.palette)
+    colors = aspp_seg.evaluation.visualize.colorize(labels, model.palette)
 
 The run's ``config.yaml`` (which ``aspp-seg fit`` writes beside ``checkpoints/``) is
-read through `aspp_seg.config.read_config`, the parser of ``fit`` itself; it gives the
+read through `aspp_seg.cli.config.read_config`, the parser of ``fit`` itself; it gives the
 network, the class names, the palette and the inference settings (``model.inference``,
 ``scales``, ``flip``, ``eval_output_stride``, ...), so `LoadedModel.predict` computes
 what ``aspp-seg predict`` writes. The data set itself need not exist.
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aspp_seg.checkpoints import read_checkpoint
 from aspp_seg.errors import ConfigError, UserError
+from aspp_seg.evaluation.checkpoints import read_checkpoint
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -83,8 +83,8 @@ class LoadedModel:
             normalises them itself) ->
             ``{"out": B x C x H x W logits}``.
         class_names: the C class names, in output order.
-        palette: RGB per class, for `aspp_seg.visualize.colorize`.
-        inference: how logits are computed (`aspp_seg.inference.Inference`: whole
+        palette: RGB per class, for `aspp_seg.evaluation.visualize.colorize`.
+        inference: how logits are computed (`aspp_seg.evaluation.inference.Inference`: whole
             image or sliding window, scales, flip), from the run's config.
         transform: the data module's evaluation transform (resize, if any), applied
             to files and H x W x 3 arrays as ``aspp-seg predict`` applies it.
@@ -182,8 +182,8 @@ def load_model(
     Raises:
         UserError: naming the checkpoint or config that is missing or does not fit.
     """
-    from aspp_seg import config as configs
-    from aspp_seg.inference import Inference
+    from aspp_seg.cli import config as configs
+    from aspp_seg.evaluation.inference import Inference
     from aspp_seg.models import set_output_stride
 
     checkpoint_path = find_checkpoint(path)

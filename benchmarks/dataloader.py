@@ -13,7 +13,7 @@ Measures, in one run and on the same files:
    - ``aspp-seg``: the `SegmentationDataset` training uses (OpenCV decode, lookup-table
      mapping with the per-file label check, fused scale+crop that resizes only the
      crop window, albumentations). Items stay uint8 (image and mask): the model
-     normalises on its device (`aspp_seg.data.transforms.normalize_images`), so that
+     normalises on its device (the network's ``pixel_mean`` / ``pixel_std``), so that
      step is not in these figures, and each item crosses from a worker in 2 MiB
      instead of 10 MiB.
    The ratio aspp-seg / naive is the figure; add a variant by adding an entry to
@@ -52,7 +52,8 @@ from aspp_seg.data.cityscapes import find_samples
 from aspp_seg.data.dataset import Sample, SegmentationDataset
 from aspp_seg.data.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
 from aspp_seg.data.synthetic import generate_demo_cityscapes
-from aspp_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
+from aspp_seg.data.transforms import train_transform
+from aspp_seg.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 # --- decoders ---
 

@@ -17,10 +17,11 @@ import cv2
 import numpy as np
 from jsonargparse import ArgumentParser
 
-from aspp_seg.commands.evaluate import evaluate_folders
 from aspp_seg.data.labels import CITYSCAPES_CLASSES
+from aspp_seg.evaluation.folder import evaluate_folders
 
-# synthetic scenes shared with tests/test_evaluate.py (benchmarks import nothing from tests)
+# synthetic scenes shared with tests/evaluation/test_evaluate.py (benchmarks import nothing
+# from tests)
 CITIES = ("aachen", "bochum")
 TRAIN_ID, MOTORCYCLE_ID = 31, 32  # labelIds: absent everywhere / predicted but never true
 

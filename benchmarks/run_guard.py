@@ -1,4 +1,4 @@
-"""What the divergence check of `aspp_seg.run_guard.RunGuard` costs per training step.
+"""What the divergence check of `aspp_seg.training.callbacks.RunGuard` costs per step.
 
 Times the guard's per-step hook (``on_train_batch_end``: finiteness of the loss, and on a
 GPU the non-blocking copy of the flag plus the check of the previous step's) against one
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from aspp_seg.models import ASPP, deeplabv3
-from aspp_seg.run_guard import RunGuard
+from aspp_seg.training.callbacks.run_guard import RunGuard
 
 
 def _sync(device: torch.device) -> None:

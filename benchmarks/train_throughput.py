@@ -20,7 +20,7 @@ Each fast path runs on and off as a variant (applied to both nets, so the ratio 
 per variant): ``channels_last``, ``bf16`` autocast, ``compile`` (``torch.compile``),
 ``fused`` SGD. The variant ``auto`` compares each net as it trains by default: ours
 with the fast paths aspp-seg switches on automatically on this device
-(`aspp_seg.scaling`: channels_last on CPU and CUDA; compile and fused SGD on CUDA),
+(`aspp_seg.training.hardware`: channels_last on CPU and CUDA; compile and fused SGD on CUDA),
 torchvision as its reference training script runs it (fp32, NCHW, eager, foreach SGD);
 ``auto+bf16`` adds bf16 autocast to both. Steps alternate between the nets in rounds
 (ours N steps, then torchvision N steps; the order reverses every round, so a drift in
@@ -57,7 +57,12 @@ from torch import nn
 from aspp_seg.data.labels import IGNORE_INDEX
 from aspp_seg.models import ASPP, deeplabv3
 from aspp_seg.models.port import torchvision_deeplabv3
-from aspp_seg.scaling import AUTO_DEVICES, compile_support, fuse_optimizer, to_channels_last
+from aspp_seg.training.hardware import (
+    AUTO_DEVICES,
+    compile_support,
+    fuse_optimizer,
+    to_channels_last,
+)
 
 FAST_PATHS = ("channels_last", "bf16", "compile", "fused")
 MODEL_SWITCHES = {

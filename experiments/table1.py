@@ -48,7 +48,7 @@ from jsonargparse import ArgumentParser
 
 from aspp_seg.data.labels import TABLE1_COLUMNS
 from aspp_seg.errors import ConfigError, UserError
-from aspp_seg.metrics import IoURow, iou_table, write_iou_table
+from aspp_seg.evaluation.reports import IoURow, iou_table, write_iou_table
 from experiments.study import StudyRow, load_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def overlay_for(overlay: Path, net_parameters: set[str], label: str, out: Path) 
 
 def _net_parameters(path: Path) -> set[str]:
     """Keyword arguments of the config's ``model.net`` builder."""
-    from aspp_seg.config import read_config
+    from aspp_seg.cli.config import read_config
 
     class_path = read_config(["--config", str(path)]).model.net.class_path
     module, _, name = class_path.rpartition(".")
@@ -247,7 +247,7 @@ def last_checkpoint(out: Path, name: str) -> Path:
 def run_budget(out: Path, label: str, checkpoint: Path) -> dict:
     """``{"steps": optimizer steps in `checkpoint`, "wall_s": the last training call's
     wall time or None}``."""
-    from aspp_seg.checkpoints import read_checkpoint
+    from aspp_seg.evaluation.checkpoints import read_checkpoint
 
     wall = out / "runs" / label / "fit" / "wall_s.txt"
     return {
@@ -258,7 +258,7 @@ def run_budget(out: Path, label: str, checkpoint: Path) -> dict:
 
 def read_iou_csv(path: Path) -> dict:
     """``{"columns": [class columns], "iou": float64[C] in [0, 1] (NaN: no pixels),
-    "miou": float}`` from an IoU CSV (`aspp_seg.metrics.iou_csv`)."""
+    "miou": float}`` from an IoU CSV (`aspp_seg.evaluation.metrics.iou_csv`)."""
     with path.open(newline="") as f:
         row = next(csv.DictReader(f))
     columns = [c for c in row if c != "mIoU"]
@@ -278,7 +278,7 @@ def evaluate(
     if all(p.is_file() and p.stat().st_mtime >= trained for p in cached.values()):
         return {s: read_iou_csv(p) for s, p in cached.items()}
 
-    from aspp_seg.lightning_cli import lightning_cli
+    from aspp_seg.cli.lightning_cli import lightning_cli
 
     print(f"[table1] evaluating {name} on {', '.join(SPLITS)}: {checkpoint}", flush=True)
     cli = lightning_cli(
@@ -304,7 +304,7 @@ def evaluate(
 
 
 def _fmt(value: float | None, *, sign: bool = False) -> str:
-    """A percentage of Table 2 (Table 1 is `aspp_seg.metrics.iou_table`'s)."""
+    """A percentage of Table 2 (Table 1 is `aspp_seg.evaluation.metrics.iou_table`'s)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:+.2f}" if sign else f"{value:.2f}"

@@ -14,7 +14,7 @@ from lightning.pytorch import LightningDataModule
 from torch import nn
 
 import aspp_seg
-from aspp_seg.config import build_datamodule
+from aspp_seg.cli.config import build_datamodule
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=4          # one task per GPU: must equal --gpus-per-node
 #SBATCH --gpus-per-node=4
-#SBATCH --cpus-per-task=8            # data workers per GPU (README, "Scaling")
+#SBATCH --cpus-per-task=8            # data workers per GPU (docs/scaling.md)
 #SBATCH --mem=0                      # all of each node's memory
 #SBATCH --time=24:00:00
 #SBATCH --signal=SIGUSR1@90          # Lightning saves and requeues before the time limit

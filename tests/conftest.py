@@ -31,7 +31,7 @@ def tiny_checkpoint(tiny_cityscapes, tmp_path_factory):
     `tiny_cityscapes`), with the run's config.yaml beside it. Used by predict / export."""
     from pathlib import Path
 
-    from aspp_seg.cli import main
+    from aspp_seg.cli.main import main
 
     work = tmp_path_factory.mktemp("tiny_run")
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"

@@ -62,7 +62,6 @@ from aspp_seg.data.synthetic import (
 )
 from aspp_seg.data.transforms import eval_transform, train_transform
 from aspp_seg.errors import ConfigError
-from aspp_seg.scaling import per_device_batch_size
 
 _CHECK_ON_INIT: ContextVar[bool] = ContextVar("check_layout_on_init", default=True)
 _FIT_PROCESSES: ContextVar[tuple[int, int] | None] = ContextVar("fit_processes", default=None)
@@ -107,7 +106,7 @@ def _seed_worker(worker_id: int, *, rank: int) -> None:
 
 def auto_num_workers(devices_per_node: int) -> int:
     """Data workers per device: this process's CPU cores shared by the node's devices
-    (at most 8 each, enough for about 70 full-size crops/s; see the README)."""
+    (at most 8 each, enough for about 70 full-size crops/s; see docs/scaling.md)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(8, (cores or 1) // max(1, devices_per_node)))
 
@@ -129,6 +128,24 @@ def _check_size(name: str, value: object) -> None:
         raise ConfigError(
             f"data.{name}={shown!r} must be [height, width], two integers >= 1, or null"
         )
+
+
+def per_device_batch_size(
+    global_batch_size: int, *, world_size: int, accumulate_grad_batches: int = 1
+) -> int:
+    """Per-device batch of one step so that all devices and accumulation give the global one.
+
+    Raises:
+        ConfigError: when the global batch does not divide evenly.
+    """
+    parts = world_size * accumulate_grad_batches
+    if global_batch_size < 1 or global_batch_size % parts:
+        raise ConfigError(
+            f"data.global_batch_size={global_batch_size} must be a positive multiple of "
+            f"devices x nodes x accumulate_grad_batches = {world_size} x "
+            f"{accumulate_grad_batches} = {parts}"
+        )
+    return global_batch_size // parts
 
 
 class SegmentationDataModule(LightningDataModule):
@@ -157,7 +174,7 @@ class SegmentationDataModule(LightningDataModule):
         global_batch_size: when set (>= 1), ``batch_size`` per device becomes this
             divided by devices x nodes x accumulate_grad_batches (must divide evenly),
             so the global batch, and the LR that goes with it, stay fixed on any number
-            of GPUs. See `aspp_seg.scaling.per_device_batch_size`.
+            of GPUs. See `per_device_batch_size`.
 
     Raises:
         ConfigError: naming the setting that is out of range and the allowed values.

@@ -2,7 +2,7 @@
 set reading it with the evaluation transform, and batches of equal-sized images.
 
 `SizeBatchSampler` batches images of one size together, so a folder of mixed sizes
-needs no padding. The writer of the results is `aspp_seg.predict.PredictionWriter`.
+needs no padding. The writer of the results is `aspp_seg.training.callbacks.PredictionWriter`.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ resizes a 256x512 window to 512x1024 instead of the whole frame to 2048x4096. Ev
 never crops.
 
 Pipelines end in uint8: images leave the data loader as 3 x H x W uint8 RGB and the
-model normalises them on its device (`normalize_images`, called by the
-LightningModule), as mmsegmentation's data preprocessor does. A float32 crop would be
+network normalises them on its device (its ``pixel_mean`` / ``pixel_std`` buffers,
+`aspp_seg.models.preprocess`), as mmsegmentation's data preprocessor does. A float32 crop would be
 4x the bytes through worker processes, pinned memory and the host-to-device copy.
 """
 
@@ -31,9 +31,7 @@ from albumentations.pytorch import ToTensorV2
 
 from aspp_seg.data.labels import IGNORE_INDEX
 from aspp_seg.errors import ConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from aspp_seg.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 PRESETS = ("none", "deeplabv3")
 
@@ -244,7 +242,7 @@ def train_transform(
         flip: ``deeplabv3``: random horizontal flip.
         color: ``deeplabv3``: photometric distortion.
         normalize: ImageNet mean/std normalisation in the pipeline (float32 out); off
-            by default: images stay uint8 and the model normalises them on its device.
+            by default: images stay uint8 and the network normalises them on its device.
     """
     if preset not in PRESETS:
         raise ConfigError(f"data.augment={preset!r} is not a preset; allowed: {PRESETS}")

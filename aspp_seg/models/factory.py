@@ -59,7 +59,7 @@ def deeplabv3(
         aux_head: add an FCN head on the stage before last (training only; its loss
             weight is the module's ``aux_weight``).
         norm: ``batch`` or ``group``, for backbone and heads alike (SyncBatchNorm is
-            applied under DDP by the module).
+            applied under DDP by `aspp_seg.training.callbacks.FastPaths`).
         torchvision_weights: port torchvision DeepLabV3 weights: a ``.pth`` state dict
             or a torchvision weights name (see `aspp_seg.models.port`); needs the
             torchvision layout (resnet50/101, OS8, rates 12/24/36, head_convs 1).

@@ -32,7 +32,8 @@ class GroupNorm(nn.GroupNorm):
 
 NORMS: dict[str, NormLayer] = {"batch": nn.BatchNorm2d, "group": GroupNorm}
 """Norm layers selectable by name in YAML (`norm: batch | group`). SyncBatchNorm is not
-listed: under DDP the training module converts BatchNorm layers to it automatically."""
+listed: under DDP the `FastPaths` callback of the training layer converts BatchNorm layers
+to it."""
 
 
 def norm_layer(name: str) -> NormLayer:

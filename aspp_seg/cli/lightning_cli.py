@@ -1,0 +1,242 @@
+"""aspp-seg's LightningCLI: fit / validate / test / predict, and the parser of every
+config (`aspp_seg.cli.config` builds the `fit` parser from this class).
+
+Kept apart from `aspp_seg.cli` so that the ``aspp-seg`` entry point imports Lightning
+only for the subcommands that need it.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningCLI
+
+from aspp_seg.data.datamodules import fitting_with
+from aspp_seg.errors import Interrupted
+from aspp_seg.evaluation.checkpoints import check_fits, is_file_path, read_checkpoint
+from aspp_seg.training.callbacks import (
+    ClassWeights,
+    FastPaths,
+    ResultFiles,
+    RunConfigCallback,
+    RunGuard,
+    SegmentationLogger,
+)
+from aspp_seg.training.determinism import check_deterministic
+from aspp_seg.training.module import SegmentationModule
+from aspp_seg.training.resume import (
+    FolderSnapshot,
+    LoggedStepAlignment,
+    evaluation_folder,
+    resolve_last,
+    restore_metrics,
+)
+
+_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def training_processes(trainer_cfg) -> int | None:
+    """Processes that a parsed ``trainer`` config trains on (devices x nodes), counted as
+    Lightning counts them; None when it cannot tell before the trainer exists (an
+    accelerator object, TPUs, a devices value that Lightning will refuse itself)."""
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
+
+    accelerator, devices = trainer_cfg.get("accelerator", "auto"), trainer_cfg.get("devices")
+    if accelerator in ("auto", "gpu"):
+        gpu = CUDAAccelerator if CUDAAccelerator.is_available() else MPSAccelerator
+        accelerator = "gpu" if gpu.is_available() else "cpu"
+    kind = {"cpu": CPUAccelerator, "cuda": CUDAAccelerator, "mps": MPSAccelerator}.get(
+        accelerator, gpu if accelerator == "gpu" else None
+    )
+    if kind is None:
+        return None
+    try:
+        if devices in (None, "auto"):
+            devices = kind.auto_device_count()
+        count = len(kind.get_parallel_devices(kind.parse_devices(devices)))
+    except Exception:  # Lightning names a bad value when it builds the trainer
+        return None
+    return count * int(trainer_cfg.get("num_nodes") or 1)
+
+
+class AsppSegCLI(LightningCLI):
+    """LightningCLI whose data module tells the model its classes."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # how a step runs on the hardware at hand: a callback in every run, set under
+        # the config's top-level `fast_paths:` (see aspp_seg.training.callbacks.fast_paths)
+        parser.add_lightning_class_args(FastPaths, "fast_paths")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyperparameters here: check the file first,
+        # so a wrong --ckpt_path is one line, not a torch.load traceback
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if is_file_path(ckpt_path):
+            self._checkpoint = (ckpt_path, read_checkpoint(ckpt_path))  # memory-mapped
+        super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        self._guard = RunGuard()
+        self._snapshot: FolderSnapshot | None = None
+        if self.subcommand not in _SUBCOMMANDS:
+            return
+        config = self.config[self.subcommand]
+        fit = self.subcommand == "fit"
+        # `--ckpt_path last | best`: the experiment's checkpoint, not the new folder's
+        resumed = resolve_last(config, continue_run=fit)
+        if resumed is not None and fit:
+            # a resume that fails before it writes a checkpoint puts the folder back
+            self._snapshot = FolderSnapshot(resumed.parent.parent)
+        if not fit:
+            folder = evaluation_folder(config, self.subcommand)  # <run>/<subcommand>/<ckpt>/
+            if folder is not None:  # an evaluation that fails leaves it as it was
+                self._snapshot = FolderSnapshot(folder)
+        # W&B / TensorBoard runs get the IoU table, confusion matrix and overlays
+        add_segmentation_logger(config["trainer"])
+        # the per-class IoU tables and confusion matrix of every evaluation, as files
+        add_result_files(config["trainer"])
+
+    def after_instantiate_classes(self) -> None:
+        if self.subcommand in _SUBCOMMANDS[1:] and self._snapshot is not None:
+            for callback in self.trainer.callbacks:  # the evaluation folder is this command's
+                if isinstance(callback, RunConfigCallback):
+                    callback.replace = True
+
+    def instantiate_classes(self) -> None:
+        if self.subcommand != "fit":
+            super().instantiate_classes()
+            return
+        trainer = self.config["fit"]["trainer"]
+        processes = training_processes(trainer)
+        if processes is None:
+            super().instantiate_classes()
+            return
+        # the data module (built before the net) refuses a fit that gets no batch
+        with fitting_with(processes, int(trainer.get("accumulate_grad_batches") or 1)):
+            super().instantiate_classes()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            # Lightning turns Ctrl-C into sys.exit(1) after its clean-up: one line instead
+            if self._snapshot is not None and not self._guard.wrote_checkpoint:
+                self._snapshot.restore()
+            if self._guard.interrupted_at is not None:
+                raise Interrupted(self._guard.interruption_message(self.trainer)) from None
+            raise
+
+    def _check_checkpoint(self) -> None:
+        """The checkpoint's tensors fit the configured net, or one line says which does not."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if not is_file_path(ckpt_path):
+            return
+        path, state = getattr(self, "_checkpoint", (None, None))
+        if path != ckpt_path:  # `last`, resolved after parsing: read it here
+            state = read_checkpoint(ckpt_path)
+        check_fits(ckpt_path, state, self.model)
+
+    def before_fit(self) -> None:
+        self._check_checkpoint()
+        check_deterministic(self.trainer)
+        restore_metrics(self.trainer)  # the metrics of the run that `--ckpt_path last` resumes
+        loss_config = self.config["fit"]["model"].get("loss")
+        # first: the guard sees every step; class weights are set before the config is saved
+        self.trainer.callbacks[0:0] = [
+            self._guard,
+            ClassWeights(loss_config),
+            LoggedStepAlignment(),  # before any logging callback
+        ]
+
+    def _before_evaluation(self) -> None:
+        self._check_checkpoint()
+        self.trainer.callbacks.insert(0, self._guard)  # Ctrl-C: one line
+
+    before_validate = before_test = before_predict = _before_evaluation
+
+
+def lightning_cli(
+    args: list[str] | None, *, cli_class: type[AsppSegCLI] = AsppSegCLI, **kwargs
+) -> AsppSegCLI:
+    """Runs LightningCLI on `args` (None: the process's command line) with aspp-seg's
+    model and any LightningDataModule.
+
+    Args:
+        args: the command line after ``aspp-seg``.
+        cli_class: `AsppSegCLI` or a subclass (`aspp_seg.cli.config` parses with one).
+        kwargs: more LightningCLI arguments (``run=False``, ``parser_kwargs``, ...).
+    """
+    return cli_class(
+        SegmentationModule,
+        LightningDataModule,
+        **{
+            "subclass_mode_data": True,
+            "auto_configure_optimizers": False,
+            "save_config_callback": RunConfigCallback,
+            "save_config_kwargs": {"overwrite": True},
+            **kwargs,
+        },
+        args=args,
+    )
+
+
+# Config editing: callbacks that every run gets unless its config lists them.
+
+_IMAGE_LOGGERS = ("WandbLogger", "TensorBoardLogger")
+
+
+def add_result_files(trainer_cfg) -> bool:
+    """Adds `ResultFiles` to a parsed trainer config that has none; returns whether it did.
+
+    Args:
+        trainer_cfg: the ``trainer`` Namespace of a parsed subcommand, changed in place.
+    """
+    return _add_callback(trainer_cfg, ResultFiles)
+
+
+def add_segmentation_logger(trainer_cfg) -> bool:
+    """Adds `SegmentationLogger` (defaults) to a parsed trainer config that logs to W&B or
+    TensorBoard and has none, so that ``--config configs/logger/wandb.yaml`` gives every
+    experiment its tables and overlays. Returns whether it added one.
+
+    Args:
+        trainer_cfg: the ``trainer`` Namespace of a parsed subcommand, changed in place.
+    """
+    loggers = trainer_cfg.get("logger")
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    kinds = {str(lg.get("class_path", "")).rsplit(".", 1)[-1] for lg in loggers if _has_get(lg)}
+    if not kinds & set(_IMAGE_LOGGERS):
+        return False
+    return _add_callback(trainer_cfg, SegmentationLogger)
+
+
+def _add_callback(trainer_cfg, callback: type) -> bool:
+    """Appends `callback` (default arguments) to the config's callbacks unless listed."""
+    from jsonargparse import Namespace
+
+    callbacks = list(trainer_cfg.get("callbacks") or [])
+    path = f"aspp_seg.training.callbacks.{callback.__name__}"
+    if any(_has_get(c) and _names(c.get("class_path"), callback) for c in callbacks):
+        return False
+    callbacks.append(Namespace(class_path=path, init_args=Namespace()))
+    trainer_cfg["callbacks"] = callbacks
+    return True
+
+
+def _names(class_path, callback: type) -> bool:
+    """Whether a config's ``class_path`` names `callback` (by any module path)."""
+    module, _, name = str(class_path).rpartition(".")
+    if name != callback.__name__:
+        return False
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name, None) is callback
+    except ImportError:
+        return False
+
+
+def _has_get(item) -> bool:
+    return hasattr(item, "get")

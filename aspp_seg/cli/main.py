@@ -1,0 +1,109 @@
+"""The `aspp-seg` command: LightningCLI's fit / validate / test / predict, plus the
+subcommands in `aspp_seg.cli.commands` (summary, evaluate, ...).
+
+Importing this module is cheap: Lightning (and torch) load only when a subcommand
+needs them, so ``aspp-seg --help`` and ``aspp-seg evaluate --help`` answer at once.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from aspp_seg.cli.commands import discover
+from aspp_seg.errors import Interrupted, UserError
+
+LIGHTNING_SUBCOMMANDS = {
+    "fit": "Runs the full optimization routine.",
+    "validate": "Perform one evaluation epoch over the validation set.",
+    "test": "Perform one evaluation epoch over the test set.",
+    "predict": "Run inference on your data.",
+}
+"""LightningCLI's subcommands and the first sentence of their help, for ``--help``
+without importing Lightning (tests/cli/test_cli.py checks them against LightningCLI)."""
+
+
+def _user_error(error: BaseException | None) -> UserError | None:
+    """The UserError behind `error`, if any (the CLI's parser wraps it in its own)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+_TRACEBACK_HEADER = "Original Traceback"
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*: ")  # ``aspp_seg.errors.DataError: `` of a traceback
+
+
+def _one_line(error: BaseException) -> str:
+    """The user-facing line of an error, also when a data worker re-raised it.
+
+    torch re-raises a worker's exception in the main process with the worker's whole
+    traceback as its message (``Caught DataError in DataLoader worker process 0.`` then
+    ``Original Traceback ...``, on the first or the second line depending on the torch
+    version); the error's own message is the traceback's last line.
+    """
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if any(_TRACEBACK_HEADER in line for line in lines):
+        return _RAISED.sub("", lines[-1].strip(), count=1)
+    return " ".join(lines)
+
+
+def usage(commands: dict[str, str]) -> str:
+    """``aspp-seg --help``: LightningCLI's subcommands, then aspp-seg's own."""
+    width = max(map(len, [*LIGHTNING_SUBCOMMANDS, *commands]))
+    lines = [
+        "usage: aspp-seg [-h] <subcommand> ...",
+        "",
+        "DeepLabv3 / ASPP semantic segmentation (PyTorch Lightning).",
+        "",
+        "subcommands (LightningCLI; aspp-seg <subcommand> --help):",
+        *(f"  {name:<{width}}  {text}" for name, text in LIGHTNING_SUBCOMMANDS.items()),
+        "",
+        "more subcommands (aspp-seg <command> --help):",
+        *(f"  {name:<{width}}  {text}" for name, text in commands.items()),
+    ]
+    return "\n".join(lines)
+
+
+def _run(args: list[str] | None) -> None:
+    """Dispatches `args` (None: the process's command line, which LightningCLI then reads
+    itself; it warns on every run when given sys.argv a second time)."""
+    argv = sys.argv[1:] if args is None else args
+    commands = discover()
+    if argv and argv[0] in commands:
+        commands[argv[0]].load().main(argv[1:])
+        return
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage({name: command.help for name, command in commands.items()}))
+        return
+    from aspp_seg.cli.lightning_cli import lightning_cli
+
+    lightning_cli(args)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the `aspp-seg` console script.
+
+    A `UserError` (a mistake in the input, a failed run, Ctrl-C) ends with one line
+    ``aspp-seg: error: ...`` on stderr and the error's exit status (2, 1, 130); any
+    other exception is a bug and keeps its traceback.
+    """
+    try:
+        try:
+            _run(None if args is None else list(args))
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
+    except Exception as error:
+        user_error = _user_error(error)
+        if user_error is None:
+            raise
+        print(f"aspp-seg: error: {_one_line(user_error)}", file=sys.stderr)
+        sys.exit(user_error.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,2 @@
+"""Plain-PyTorch evaluation (no Lightning imports): inference, scoring, reports,
+visualisation and export."""

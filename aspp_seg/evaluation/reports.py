@@ -1,0 +1,131 @@
+"""Per-class IoU tables (Markdown, CSV) and the files of an evaluation: the study's
+Table 1 columns for Cityscapes, the class names otherwise."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from aspp_seg.data.labels import CITYSCAPES_CLASSES, TABLE1_COLUMNS
+
+if TYPE_CHECKING:
+    import torch
+
+
+def column_names(class_names: Sequence[str]) -> list[str]:
+    """Table headers: the study's short names for Cityscapes, else the class names."""
+    if tuple(class_names) == CITYSCAPES_CLASSES:
+        return list(TABLE1_COLUMNS)
+    return list(class_names)
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None or np.isnan(value):
+        return "-"
+    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+@dataclass(frozen=True)
+class IoURow:
+    """One row of an IoU table.
+
+    Args:
+        values: C per-class IoUs then the mIoU, as fractions (None or NaN: ``-``).
+        labels: texts of the leading columns (`iou_table`'s ``label_columns``).
+        signed: print a sign, for a row of differences.
+    """
+
+    values: Sequence[float | None]
+    labels: Sequence[str] = ()
+    signed: bool = False
+
+
+def iou_table(
+    rows: Sequence[IoURow],
+    class_names: Sequence[str],
+    *,
+    label_columns: Sequence[str] = (),
+    vertical: bool = False,
+) -> str:
+    """Markdown table of per-class IoU (%) and mIoU; the one IoU formatter of aspp-seg.
+
+    Wide (default): one column per class (the study's Table 1 headers for Cityscapes)
+    and mIoU, one line per row, led by the row's labels. Vertical: one line per class
+    and mIoU, one column per row (headed by its joined labels, else ``IoU (%)``), for
+    narrow displays (TensorBoard text).
+
+    Args:
+        rows: the rows, each with len(class_names) + 1 values.
+        class_names: the C class names.
+        label_columns: headers of the leading label columns (wide layout).
+        vertical: the transposed layout.
+    """
+    names = [*column_names(class_names), "mIoU"]
+    for row in rows:
+        if len(row.values) != len(names):
+            raise ValueError(f"a row has {len(row.values)} values for {len(names)} columns")
+    cells = [[_pct(v, row.signed) for v in row.values] for row in rows]
+    if vertical:
+        header = ["class", *(" ".join(r.labels) or "IoU (%)" for r in rows)]
+        body = [[name, *(c[i] for c in cells)] for i, name in enumerate(names)]
+    else:
+        header = [*label_columns, *names]
+        body = [[*row.labels, *c] for row, c in zip(rows, cells, strict=True)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(line) + " |" for line in body]
+    return "\n".join(lines) + "\n"
+
+
+def iou_markdown(iou: Sequence[float], miou: float, class_names: Sequence[str]) -> str:
+    """One-row Markdown table of per-class IoU (%) and mIoU, the study's Table 1 layout."""
+    return iou_table([IoURow([*iou, miou])], class_names)
+
+
+def iou_csv(iou: Sequence[float], miou: float, class_names: Sequence[str]) -> str:
+    """The same table as CSV (IoU in %, empty where undefined)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([*column_names(class_names), "mIoU"])
+    writer.writerow(["" if np.isnan(v) else f"{100 * v:.4f}" for v in [*iou, miou]])
+    return buf.getvalue()
+
+
+def write_iou_table(
+    folder: str | Path, stem: str, result: dict, class_names: Sequence[str]
+) -> list[Path]:
+    """Writes ``{stem}.md`` and ``{stem}.csv`` into `folder`; returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    md, cs = folder / f"{stem}.md", folder / f"{stem}.csv"
+    md.write_text(iou_markdown(result["iou"], result["miou"], class_names))
+    cs.write_text(iou_csv(result["iou"], result["miou"], class_names))
+    return [md, cs]
+
+
+def save_results(
+    folder: str | Path,
+    stem: str,
+    result: dict,
+    confusion: torch.Tensor | np.ndarray,
+    class_names: Sequence[str],
+) -> list[Path]:
+    """Writes a run's evaluation: ``{stem}.md`` / ``.csv`` (per-class IoU, the study's
+    Table 1 columns), ``{stem}_confusion.npy`` (raw counts) and ``{stem}_confusion.png``
+    (row-normalised plot). Returns the paths.
+    """
+    from aspp_seg.evaluation.visualize import plot_confusion
+
+    folder = Path(folder)
+    paths = write_iou_table(folder, stem, result, class_names)
+    matrix = confusion.cpu().numpy() if hasattr(confusion, "cpu") else np.asarray(confusion)
+    npy = folder / f"{stem}_confusion.npy"
+    np.save(npy, matrix)
+    title = f"{stem}: mIoU {_pct(result['miou'])}, pixel acc. {_pct(result['pixel_acc'])}"
+    png = plot_confusion(matrix, class_names, folder / f"{stem}_confusion.png", title=title)
+    return [*paths, npy, png]

@@ -1,0 +1,36 @@
+"""Lightning callbacks, one per file. Configs name them by this package's path, e.g.
+``aspp_seg.training.callbacks.EMA``.
+
+- `EMA` (ema.py): an average of the weights, used for every evaluation;
+- `ModelCheckpoint` (checkpoint.py): Lightning's, with ``last.ckpt`` always the newest;
+- `RunGuard` (run_guard.py): stops a diverging run, refuses non-finite checkpoints;
+- `ClassWeights` (class_weights.py): class weights from the split the run trains on;
+- `FastPaths` (fast_paths.py): channels_last, compile, SyncBatchNorm, LR scaling;
+- `RunConfigCallback` (run_config.py): the run's config.yaml, W&B config and run id;
+- `ResultFiles` (result_files.py): per-class IoU tables in the run folder;
+- `SegmentationLogger` (segmentation_logger.py): tables, confusion and overlays for
+  W&B / TensorBoard / files;
+- `PredictionWriter` (prediction_writer.py): ``aspp-seg predict``'s files.
+"""
+
+from aspp_seg.training.callbacks.checkpoint import ModelCheckpoint
+from aspp_seg.training.callbacks.class_weights import ClassWeights
+from aspp_seg.training.callbacks.ema import EMA
+from aspp_seg.training.callbacks.fast_paths import FastPaths
+from aspp_seg.training.callbacks.prediction_writer import PredictionWriter
+from aspp_seg.training.callbacks.result_files import ResultFiles
+from aspp_seg.training.callbacks.run_config import RunConfigCallback
+from aspp_seg.training.callbacks.run_guard import RunGuard
+from aspp_seg.training.callbacks.segmentation_logger import SegmentationLogger
+
+__all__ = [
+    "EMA",
+    "ClassWeights",
+    "FastPaths",
+    "ModelCheckpoint",
+    "PredictionWriter",
+    "ResultFiles",
+    "RunConfigCallback",
+    "RunGuard",
+    "SegmentationLogger",
+]

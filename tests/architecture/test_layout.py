@@ -1,0 +1,134 @@
+"""The package's layers and which way imports run between them.
+
+    cli, loading -> training -> evaluation -> data -> models
+
+Each layer may import the layers to its right, never those to its left. The entry points
+(`cli/` and `loading.py`, the Python API's `load_model`) share the top layer: both read
+configs with `aspp_seg.cli.config`, and `aspp-seg export` loads models with
+`load_model`. `models` and `evaluation` are plain PyTorch (no Lightning), and `models`
+imports nothing else of the package but its error type. Checked on the source (every
+import statement, those inside functions too), so an import made only on first use
+cannot slip through.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "aspp_seg"
+LAYERS = ("cli", "loading", "training", "evaluation", "data", "models")
+TOP = {"cli", "loading"}  # the entry points: one layer
+LIGHTNING = ("lightning", "pytorch_lightning")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module that `path` imports, anywhere in the file (TYPE_CHECKING blocks too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _anywhere(module: str) -> bool:
+    return module == "aspp_seg" or module.startswith("aspp_seg.errors")
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "aspp_seg" and parts[1] in LAYERS else None
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_the_top_level_holds_the_layers_and_little_else():
+    entries = sorted(
+        p.name for p in PACKAGE.iterdir() if p.name not in {"__init__.py", "__pycache__"}
+    )
+    assert len(entries) <= 7, entries
+    assert {"cli", "training", "evaluation", "data", "models"} <= set(entries)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_run_one_way(path):
+    module = _module_name(path)
+    own = _layer(module)
+    if own is None:
+        return  # aspp_seg/__init__.py, errors.py
+    allowed = set(LAYERS[LAYERS.index(own) :]) | (TOP if own in TOP else set())
+    wrong = sorted(
+        name
+        for name in _imports(path)
+        if (layer := _layer(name)) is not None and layer not in allowed
+    )
+    assert not wrong, f"{module} ({own}) imports a layer above it: {wrong}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SOURCES if _layer(_module_name(p)) in ("models", "evaluation")],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_models_and_evaluation_are_plain_pytorch(path):
+    names = _imports(path)
+    assert not [n for n in names if n.split(".")[0] in LIGHTNING], f"{path.name} imports Lightning"
+    if _layer(_module_name(path)) == "models":
+        others = {
+            n
+            for n in names
+            if n.split(".")[0] == "aspp_seg" and _layer(n) != "models" and not _anywhere(n)
+        }
+        assert not others, f"{path.name} imports {sorted(others)}"
+
+
+def test_the_evaluation_layer_loads_without_lightning():
+    """At run time too: importing every evaluation module pulls in no Lightning."""
+    import subprocess
+    import sys
+
+    modules = [_module_name(p) for p in SOURCES if _layer(_module_name(p)) == "evaluation"]
+    code = (
+        f"import sys\nfor m in {modules!r}: __import__(m)\n"
+        f"print(sorted(k for k in sys.modules if k.split('.')[0] in {LIGHTNING!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _readme_layout() -> dict[str, str]:
+    """The README's layout block: path (``cli/commands/``, ``errors.py``) -> its text."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    entries = {}
+    for line in block.splitlines():
+        if line.startswith("  ") and line.strip():
+            path, _, text = line.strip().partition(" ")
+            entries[path] = text
+    return entries
+
+
+def test_the_readme_layout_matches_the_tree():
+    entries = _readme_layout()
+    folders = sorted(
+        p.relative_to(PACKAGE).as_posix() + "/"
+        for p in PACKAGE.rglob("*")
+        if p.is_dir() and p.name != "__pycache__"
+    )
+    files = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert sorted(entries) == sorted(folders + files)
+    for folder in folders:
+        modules = {p.stem for p in (PACKAGE / folder).glob("*.py")} - {"__init__", "__main__"}
+        named = set(entries[folder].replace(",", " ").replace(":", " ").split())
+        assert modules <= named, f"README layout, {folder}: {sorted(modules - named)} missing"
