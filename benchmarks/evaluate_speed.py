@@ -5,11 +5,20 @@ predictions (blocky scenes, wrong blocks, pixel noise) under `--root` once, then
 them with both tools and prints the times and the largest IoU difference:
 
     python benchmarks/evaluate_speed.py --root /tmp/cs500 --count 500
+
+With ``--commands true`` it also times both as whole commands, each a fresh process
+(start-up and imports included): ``aspp-seg evaluate`` against a Python process that
+imports cityscapesscripts and scores the same files:
+
+    python benchmarks/evaluate_speed.py --root /tmp/cs30 --count 30 --commands true
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -75,6 +84,8 @@ def main() -> None:
     parser.add_argument("--root", type=str, required=True)
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--official", type=bool, default=True)
+    parser.add_argument("--commands", type=bool, default=False, help="also time whole commands")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per command (the best counts)")
     args = parser.parse_args()
     root = Path(args.root)
     gt_dir, pred_dir = root / "gtFine" / "val", root / "pred"
@@ -99,6 +110,33 @@ def main() -> None:
     print(
         f"cityscapesscripts: {official_s:.2f} s, mIoU {reference['averageScoreClasses']:.6f}; "
         f"max |IoU difference| {diff:.2e}; speed-up {official_s / ours_s:.1f}x"
+    )
+    if args.commands:
+        _time_commands(gt_dir, pred_dir, args.repeat)
+
+
+def _seconds(command: list[str], repeat: int) -> float:
+    """The best wall time of `repeat` runs of `command` (each a fresh process)."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _time_commands(gt_dir: Path, pred_dir: Path, repeat: int) -> None:
+    """Both tools as whole commands: a new process each, imports and start-up included."""
+    ours = [shutil.which("aspp-seg") or "aspp-seg", "evaluate", "--gt", str(gt_dir),
+            "--pred", str(pred_dir), "--format", "cityscapes"]  # fmt: skip
+    here = Path(__file__).resolve().parent
+    official = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(here)!r}); "
+                "from evaluate_speed import _official; from pathlib import Path; "
+                f"_official(Path({str(gt_dir)!r}), Path({str(pred_dir)!r}))"]  # fmt: skip
+    ours_s, official_s = _seconds(ours, repeat), _seconds(official, repeat)
+    print(
+        f"whole commands (best of {repeat}): aspp-seg evaluate {ours_s:.2f} s, "
+        f"cityscapesscripts {official_s:.2f} s; ratio {ours_s / official_s:.2f}"
     )
 
 

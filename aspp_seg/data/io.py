@@ -17,9 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_png, read_file
 
 from aspp_seg.errors import DataError
 
@@ -31,6 +29,9 @@ cv2.setNumThreads(0)  # data workers run in parallel already
 
 def _png_rgb(path: str | Path) -> np.ndarray | None:
     """H x W x 3 uint8 from torchvision's PNG decoder, or None to fall back."""
+    import torch  # here, not at the top: scoring label files (read_label) needs no torch
+    from torchvision.io import ImageReadMode, decode_png, read_file
+
     try:
         decoded = decode_png(read_file(str(path)), mode=ImageReadMode.RGB)
     except RuntimeError:  # truncated or not a PNG: OpenCV decides and names the file

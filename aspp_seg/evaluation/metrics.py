@@ -18,9 +18,13 @@ class and a false positive for none, as in the official script.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def pair_histogram(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -75,16 +79,18 @@ def scores(confusion: torch.Tensor | np.ndarray) -> dict:
     Returns:
         ``{"iou": float64[C] (NaN where undefined), "miou": float, "pixel_acc": float}``.
     """
-    cm = torch.as_tensor(confusion).double().cpu()
+    counts = confusion.cpu().numpy() if hasattr(confusion, "cpu") else confusion
+    cm = np.asarray(counts, dtype=np.float64)
     num_classes = cm.shape[0]
-    if cm.shape[1] not in (num_classes, num_classes + 1):
-        raise ValueError(f"confusion matrix must be C x C or C x (C + 1), got {tuple(cm.shape)}")
-    tp = cm.diagonal()
+    if cm.ndim != 2 or cm.shape[1] not in (num_classes, num_classes + 1):
+        raise ValueError(f"confusion matrix must be C x C or C x (C + 1), got {cm.shape}")
+    tp = cm.diagonal().copy()
     union = cm[:, :num_classes].sum(0) + cm.sum(1) - tp
-    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.nan).numpy()
-    total = cm.sum().item()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    total = cm.sum()
     return {
         "iou": iou,
         "miou": float(np.nanmean(iou)) if not np.isnan(iou).all() else float("nan"),
-        "pixel_acc": tp.sum().item() / total if total else float("nan"),
+        "pixel_acc": float(tp.sum() / total) if total else float("nan"),
     }

@@ -132,3 +132,20 @@ def test_the_readme_layout_matches_the_tree():
         modules = {p.stem for p in (PACKAGE / folder).glob("*.py")} - {"__init__", "__main__"}
         named = set(entries[folder].replace(",", " ").replace(":", " ").split())
         assert modules <= named, f"README layout, {folder}: {sorted(modules - named)} missing"
+
+
+def test_scoring_label_files_needs_no_torch():
+    """``aspp-seg evaluate`` (reading labels, counting, scoring, tables) imports neither
+    torch nor Lightning: its whole command is faster than cityscapesscripts' scoring
+    (`benchmarks/evaluate_speed.py --commands true`)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import aspp_seg.cli.commands.evaluate, aspp_seg.evaluation.folder, aspp_seg.data.io\n"
+        "import aspp_seg.evaluation.metrics, aspp_seg.evaluation.reports\n"
+        "print(sorted({k.split('.')[0] for k in sys.modules} & {'torch', 'lightning'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
