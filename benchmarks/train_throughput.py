@@ -42,10 +42,8 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 
@@ -63,6 +61,7 @@ from aspp_seg.training.hardware import (
     fuse_optimizer,
     to_channels_last,
 )
+from aspp_seg.training.timing import device_name, peak_memory, timed_step
 
 FAST_PATHS = ("channels_last", "bf16", "compile", "fused")
 MODEL_SWITCHES = {
@@ -162,25 +161,7 @@ class Runner:
 
     def timed_step(self) -> tuple[float, float]:
         """(wall seconds, CPU seconds of this process) of one step."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        self.step()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter() - start, time.process_time() - cpu_start
-
-
-def _peak_memory_gib(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    return torch.cuda.max_memory_allocated(device) / 2**30
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+        return timed_step(self.step, self.device)
 
 
 def measure_pair(
@@ -201,19 +182,20 @@ def measure_pair(
     """
     runners, peaks = {}, {}
     for name, build in builders.items():
-        _reset_peak(device)
-        torch.manual_seed(0)
-        runners[name] = Runner(
-            build(),
-            paths=paths[name],
-            device=device,
-            batch=batch,
-            size=size,
-            num_classes=num_classes,
-        )
-        for _ in range(warmup):  # compile, cudnn autotuning, allocator warm-up
-            runners[name].timed_step()
-        peaks[name] = _peak_memory_gib(device)
+        with peak_memory(device) as memory:
+            torch.manual_seed(0)
+            runners[name] = Runner(
+                build(),
+                paths=paths[name],
+                device=device,
+                batch=batch,
+                size=size,
+                num_classes=num_classes,
+            )
+            for _ in range(warmup):  # compile, cudnn autotuning, allocator warm-up
+                runners[name].timed_step()
+        # the CUDA allocator's peak; on the CPU the whole run's RSS is printed instead
+        peaks[name] = memory["mib"] / 1024 if device.type == "cuda" else None
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
     order = list(runners)
     for round_ in range(rounds):
@@ -232,12 +214,6 @@ def measure_pair(
         }
     del runners
     return out
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def main(

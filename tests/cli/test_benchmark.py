@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from aspp_seg.cli.commands.benchmark import measure
+from aspp_seg.training.timing import measure
 from aspp_seg.cli.main import main
 from aspp_seg.models import port
 

@@ -19,194 +19,15 @@ weights_backbone=None``, no aux head, the same number of classes; built by
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import json
-import os
-import platform
-import statistics
-import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 from jsonargparse import ArgumentParser
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from aspp_seg.errors import ConfigError
 
 NAME = "benchmark"
 HELP = "latency, images/s, peak memory, params and GMACs of a config's net vs torchvision"
-
-METRICS = (
-    ("fwd_ms", "fwd ms/batch", "{:.1f}"),
-    ("fwd_img_s", "fwd img/s", "{:.2f}"),
-    ("train_ms", "fwd+bwd ms/batch", "{:.1f}"),
-    ("train_img_s", "fwd+bwd img/s", "{:.2f}"),
-    ("fwd_mem_mib", "fwd peak MiB", "{:.0f}"),
-    ("train_mem_mib", "fwd+bwd peak MiB", "{:.0f}"),
-    ("params_m", "params M", "{:.2f}"),
-    ("gmacs", "GMACs/img", "{:.1f}"),
-)
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _release_free_memory() -> None:
-    """Returns freed heap memory to the OS (glibc's malloc_trim), so that RSS drops."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-@contextlib.contextmanager
-def peak_memory(device: torch.device) -> Iterator[dict]:
-    """Yields a dict whose ``mib`` is, on exit, the phase's peak memory (see module doc)."""
-    out = {"mib": float("nan")}
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        yield out
-        torch.cuda.synchronize(device)
-        out["mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-        return
-    if not Path("/proc/self/statm").is_file():  # not Linux: no RSS sampling
-        yield out
-        return
-    _release_free_memory()  # else memory freed by an earlier phase hides this one's rise
-    start = _rss_bytes()
-    peak = [start]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.002):
-            peak[0] = max(peak[0], _rss_bytes())
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield out
-    finally:
-        done.set()
-        thread.join()
-        peak[0] = max(peak[0], _rss_bytes())
-        out["mib"] = (peak[0] - start) / 2**20
-
-
-def _timed(step: Callable[[], None], *, iters: int, warmup: int, device: torch.device) -> float:
-    """Median seconds of `step` over `iters` runs after `warmup` untimed ones."""
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _outputs(result: torch.Tensor | dict) -> list[torch.Tensor]:
-    if isinstance(result, dict):
-        return [v for v in result.values() if isinstance(v, torch.Tensor)]
-    return [result]
-
-
-def measure(
-    net: nn.Module,
-    *,
-    size: tuple[int, int],
-    batch: int,
-    num_classes: int,
-    device: torch.device,
-    iters: int = 10,
-    warmup: int = 3,
-    backward: bool = True,
-    channels_last: bool = False,
-    bf16: bool = False,
-    compile: bool = False,
-) -> dict:
-    """Figures of one network that maps B x 3 x H x W to ``{"out": logits, ...}``."""
-    net = net.to(device)
-    params = sum(p.numel() for p in net.parameters())
-    images = torch.randn(batch, 3, *size, device=device)
-    target = torch.randint(0, num_classes, (batch, *size), device=device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-    run = torch.compile(net) if compile else net
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-    net.eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), autocast, counter:
-        net(images[:1])
-    gmacs = counter.get_total_flops() / 2e9
-
-    def forward() -> None:
-        with torch.no_grad(), autocast:
-            run(images)
-
-    with peak_memory(device) as fwd_mem:
-        fwd = _timed(forward, iters=iters, warmup=warmup, device=device)
-    result = {
-        "fwd_ms": 1e3 * fwd,
-        "fwd_img_s": batch / fwd,
-        "fwd_mem_mib": fwd_mem["mib"],
-        "params_m": params / 1e6,
-        "gmacs": gmacs,
-    }
-    if backward:
-        net.train()
-
-        def train_step() -> None:
-            with autocast:
-                outputs = _outputs(run(images))
-                loss = sum(F.cross_entropy(o.float(), target) for o in outputs)
-            loss.backward()
-            net.zero_grad(set_to_none=True)
-
-        try:
-            with peak_memory(device) as train_mem:
-                train = _timed(train_step, iters=iters, warmup=warmup, device=device)
-        except ValueError as error:  # e.g. BatchNorm after global pooling at batch 1
-            print(f"  fwd+bwd not measured: {str(error).splitlines()[0]}")
-            net.to("cpu")
-            return result
-        result |= {
-            "train_ms": 1e3 * train,
-            "train_img_s": batch / train,
-            "train_mem_mib": train_mem["mib"],
-        }
-    net.to("cpu")
-    return result
-
-
-def _cell(value: float | None, fmt: str) -> str:
-    return "-" if value is None or value != value else fmt.format(value)
-
-
-def table(rows: dict[str, dict], ratios: dict[str, float] | None) -> str:
-    """Markdown table: one row per model, plus the ratio row."""
-    header = ["model", *[title for _, title, _ in METRICS]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, row in rows.items():
-        cells = [_cell(row.get(key), fmt) for key, _, fmt in METRICS]
-        lines.append("| " + " | ".join([name, *cells]) + " |")
-    if ratios:
-        cells = [_cell(ratios.get(key), "{:.2f}x") for key, _, _ in METRICS]
-        lines.append("| " + " | ".join(["ours / torchvision", *cells]) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def build_parser() -> ArgumentParser:
@@ -230,6 +51,10 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
+    import torch
+
+    from aspp_seg.training.timing import benchmark_table, device_name, measure
+
     if args.batch < 1 or args.iters < 1 or args.warmup < 0 or min(args.size) < 1:
         raise ConfigError("--batch, --iters and --size must be >= 1, --warmup >= 0")
     name = args.device
@@ -245,9 +70,7 @@ def main(argv: list[str]) -> None:
         "batch": args.batch,
         "num_classes": args.num_classes,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(),
         "iters": args.iters,
         "warmup": args.warmup,
@@ -269,7 +92,7 @@ def main(argv: list[str]) -> None:
         "compile": args.compile,
     }
     print(f"aspp-seg benchmark: {args.config} on {settings['device']} "
-          f"({settings['device_name']}, {settings['threads']} threads), batch {args.batch} "
+          f"({settings['device_name']}), batch {args.batch} "
           f"x 3 x {args.size[0]} x {args.size[1]}, {args.iters} timed + {args.warmup} "
           "warm-up batches per phase")  # fmt: skip
     from aspp_seg.cli.config import build_net, read_config
@@ -284,7 +107,7 @@ def main(argv: list[str]) -> None:
         rows["torchvision deeplabv3_resnet101"] = measure(reference, **options)
         ours, theirs = rows["aspp-seg"], rows["torchvision deeplabv3_resnet101"]
         ratios = {key: ours[key] / theirs[key] for key in ours if theirs.get(key)}
-    print(table(rows, ratios))
+    print(benchmark_table(rows, ratios))
     if args.json:
         payload = {"config": args.config, "settings": settings, "results": rows,
                    "ratios": ratios}  # fmt: skip
