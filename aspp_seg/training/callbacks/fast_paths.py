@@ -9,6 +9,8 @@ In plain Python: ``Trainer(callbacks=[FastPaths()])``.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
@@ -51,11 +53,12 @@ class FastPaths(Callback):
         self.fused_optimizer = fused_optimizer
         self.grad_checkpointing = grad_checkpointing
         self._channels_last_inputs = False
+        self._applied_to: weakref.WeakSet[LightningModule] = weakref.WeakSet()
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if getattr(pl_module, "_fast_paths_applied", False):
+        if any(module is pl_module for module in self._applied_to):
             return  # fit, then test with the same module: once
-        pl_module._fast_paths_applied = True
+        self._applied_to.add(pl_module)
         device_type = trainer.strategy.root_device.type
         world_size = trainer.world_size
         net = pl_module.net
