@@ -10,12 +10,34 @@ first use, which inside a test would bind that handler to the test's captured st
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import lightning.pytorch  # noqa: F401
 import pytest
 
 from aspp_seg.data.synthetic import generate_demo_cityscapes
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """``aspp-seg ARGS`` run in this process from `cwd`, as a CompletedProcess (exit
+    status, stdout, stderr). A subprocess would cost ~4 s of imports per call; tests that
+    need a real shell (signals, workers, exit status of the console script) keep one."""
+    from aspp_seg.cli.main import main
+
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = 0
+        try:
+            main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["aspp-seg", *args], code, out.out, out.err)
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -91,26 +91,26 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -
         assert needle in errors[0]
 
 
-def test_missing_cityscapes_root_is_one_line(tmp_path):
+def test_missing_cityscapes_root_is_one_line(tmp_path, run_cli):
     missing = tmp_path / "nowhere"
-    result = _cli("fit", "--config", str(REPO / "configs" / "dl1.yaml"),
+    result = run_cli("fit", "--config", str(REPO / "configs" / "dl1.yaml"),
                   "--data.init_args.root", str(missing), cwd=tmp_path)  # fmt: skip
     _assert_one_line_error(result, str(missing), "leftImg8bit/train/<city>/")
 
 
-def test_image_without_label_is_named(tiny_cityscapes, tmp_path):
+def test_image_without_label_is_named(tiny_cityscapes, tmp_path, run_cli):
     root = tmp_path / "cs"
     shutil.copytree(tiny_cityscapes, root)
     label = next((root / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))
     label.unlink()
     image_name = label.name.replace("_gtFine_labelIds.png", "_leftImg8bit.png")
-    result = _cli("fit", "--config", str(REPO / "configs" / "dl1.yaml"),
+    result = run_cli("fit", "--config", str(REPO / "configs" / "dl1.yaml"),
                   "--data.init_args.root", str(root), cwd=tmp_path)  # fmt: skip
     _assert_one_line_error(result, image_name, label.name)
 
 
-def test_unknown_config_key_is_reported(tmp_path):
-    result = _cli("fit", "--config", str(REPO / "configs" / "demo.yaml"),
+def test_unknown_config_key_is_reported(tmp_path, run_cli):
+    result = run_cli("fit", "--config", str(REPO / "configs" / "demo.yaml"),
                   "--model.net.init_args.ratez", "[1]", cwd=tmp_path)  # fmt: skip
     assert result.returncode != 0
     assert "ratez" in result.stderr and "Traceback" not in result.stderr

@@ -3,8 +3,6 @@ generator settings change (only its own files)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -68,17 +66,13 @@ def test_set_from_an_older_version_counts_as_differing(tmp_path, capsys):
     assert generated_settings(root) == {**SMALL, "num_train": 4, "num_test": 0}
 
 
-def test_non_empty_foreign_folder_is_refused_untouched(tmp_path):
+def test_non_empty_foreign_folder_is_refused_untouched(tmp_path, run_cli):
     foreign = tmp_path / "camvid"
     for name in ("train/0001.png", "trainannot/0001.png", "README"):
         (foreign / name).parent.mkdir(parents=True, exist_ok=True)
         (foreign / name).write_bytes(b"x")
     before = _files(foreign)
-    result = subprocess.run(
-        [sys.executable, "-m", "aspp_seg.cli", "fit", "--config", DEMO,
-         "--data.init_args.root", str(foreign)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_cli("fit", "--config", DEMO, "--data.init_args.root", str(foreign), cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]

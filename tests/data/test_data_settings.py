@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,13 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
         ("crop_size", "[0, 64]", "data.crop_size=[0, 64] must be [height, width]"),
     ],
 )
-def test_cli_names_the_setting_in_one_line(tmp_path, flag, value, needle):
-    result = subprocess.run(
-        [sys.executable, "-m", "aspp_seg.cli", "fit", "--config",
-         str(REPO / "configs" / "demo.yaml"), "--data.init_args.root", str(tmp_path / "demo"),
-         f"--data.init_args.{flag}", value],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+def test_cli_names_the_setting_in_one_line(tmp_path, run_cli, flag, value, needle):
+    result = run_cli("fit", "--config", str(REPO / "configs" / "demo.yaml"),
+                     "--data.init_args.root", str(tmp_path / "demo"),
+                     f"--data.init_args.{flag}", value, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"aspp-seg: error: {needle}" or (
