@@ -8,9 +8,12 @@
 
 The run's ``config.yaml`` (which ``aspp-seg fit`` writes beside ``checkpoints/``) is
 read through `aspp_seg.cli.config.read_config`, the parser of ``fit`` itself; it gives the
-network, the class names, the palette and the inference settings (``model.inference``,
-``scales``, ``flip``, ``eval_output_stride``, ...), so `LoadedModel.predict` computes
-what ``aspp-seg predict`` writes. The data set itself need not exist.
+network, the class names, the palette and the inference (``model.inference``: an
+`aspp_seg.evaluation.inference.Inference` with its mode, scales, flip and output
+stride), so `LoadedModel.predict` computes what ``aspp-seg predict`` writes. The data
+set itself need not exist. A run folder of aspp-seg 0.2, whose ``config.yaml`` has the
+inference settings as flat ``model`` keys, loads too (one warning line names their new
+place).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +30,9 @@ from torch import nn
 
 from aspp_seg.errors import ConfigError, UserError
 from aspp_seg.evaluation.checkpoints import read_checkpoint
+
+if TYPE_CHECKING:
+    from aspp_seg.evaluation.inference import Inference
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -85,7 +92,8 @@ class LoadedModel:
         class_names: the C class names, in output order.
         palette: RGB per class, for `aspp_seg.evaluation.visualize.colorize`.
         inference: how logits are computed (`aspp_seg.evaluation.inference.Inference`: whole
-            image or sliding window, scales, flip), from the run's config.
+            image or sliding window, scales, flip; the net is already at its output
+            stride), from the run's config.
         transform: the data module's evaluation transform (resize, if any), applied
             to files and H x W x 3 arrays as ``aspp-seg predict`` applies it.
         checkpoint: the weights' file.
@@ -95,7 +103,7 @@ class LoadedModel:
     net: nn.Module
     class_names: list[str]
     palette: list[tuple[int, int, int]]
-    inference: object
+    inference: Inference
     transform: object | None = None
     checkpoint: Path | None = None
     config: object = field(default=None, repr=False)
@@ -151,13 +159,13 @@ class LoadedModel:
 
 
 def _palette(datamodule, class_names: Sequence[str]) -> list[tuple[int, int, int]]:
-    from aspp_seg.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+    from aspp_seg.data.datasets import cityscapes
 
     palette = getattr(datamodule, "palette", None)
     if palette:
         return [tuple(int(v) for v in color) for color in palette]
-    if tuple(class_names) == tuple(CITYSCAPES_CLASSES):
-        return [tuple(color) for color in CITYSCAPES_PALETTE]
+    if tuple(class_names) == cityscapes.CLASSES:
+        return [tuple(color) for color in cityscapes.PALETTE]
     rng = np.random.default_rng(0)  # distinct, stable colours for classes without any
     return [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in class_names]
 
@@ -175,8 +183,9 @@ def load_model(
         path: a run folder (holding ``config.yaml`` and ``checkpoints/``) or a
             ``.ckpt`` file.
         config: the run's config; default: the ``config.yaml`` of the run.
-        overrides: settings as on the command line, e.g. ``["--model.flip", "true"]``
-            (inference settings may change; the network must fit the checkpoint).
+        overrides: settings as on the command line, e.g.
+            ``["--model.inference.init_args.flip", "true"]`` (inference settings may
+            change; the network must fit the checkpoint).
         device: where the network runs.
 
     Raises:
@@ -184,7 +193,6 @@ def load_model(
     """
     from aspp_seg.cli import config as configs
     from aspp_seg.evaluation.inference import Inference
-    from aspp_seg.models import set_output_stride
 
     checkpoint_path = find_checkpoint(path)
     config_path = Path(config) if config is not None else run_config_of(checkpoint_path)
@@ -199,17 +207,10 @@ def load_model(
     num_classes = hparams.get("num_classes") or (len(class_names) if class_names else None)
     net = configs.build_net(run, num_classes=num_classes)
     load_weights(net, checkpoint, checkpoint_path)
-    model = run.model
-    if model.eval_output_stride is not None:
-        set_output_stride(net, model.eval_output_stride)
-    inference = Inference(
-        mode=model.inference,
-        window=model.window,
-        stride=model.stride,
-        scales=model.scales,
-        flip=model.flip,
-        batch_size=model.window_batch,
-    )
+    spec = run.model.get("inference")
+    inference = Inference() if spec is None else configs.instantiate(spec, Inference)
+    inference.check(net)
+    inference.set_output_stride(net)  # the evaluation stride, if the run sets one
     class_names = list(class_names or getattr(net, "class_names", []) or range(num_classes))
     return LoadedModel(
         net=net.eval().to(device),

@@ -48,10 +48,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from aspp_seg.data.cache import CachedSegmentationDataset, DecodedCache, build_cache
-from aspp_seg.data.cityscapes import find_samples
 from aspp_seg.data.dataset import Sample, SegmentationDataset
-from aspp_seg.data.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
-from aspp_seg.data.synthetic import generate_demo_cityscapes
+from aspp_seg.data.datasets.cityscapes import LABEL_ID_TO_TRAIN_ID, find_samples
+from aspp_seg.data.datasets.demo import generate_demo_cityscapes
+from aspp_seg.data.labels import IGNORE_INDEX
 from aspp_seg.data.transforms import train_transform
 from aspp_seg.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 

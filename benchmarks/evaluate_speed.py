@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from jsonargparse import ArgumentParser
 
-from aspp_seg.data.labels import CITYSCAPES_CLASSES
+from aspp_seg.data.datasets.cityscapes import CLASSES as CITYSCAPES_CLASSES
 from aspp_seg.evaluation.folder import evaluate_folders
 
 # synthetic scenes shared with tests/evaluation/test_evaluate.py (benchmarks import nothing

@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning.pytorch  # noqa: F401
 import pytest
 
-from aspp_seg.data.synthetic import generate_demo_cityscapes
+from aspp_seg.data.datasets.demo import generate_demo_cityscapes
 
 
 @pytest.fixture

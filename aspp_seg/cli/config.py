@@ -11,6 +11,12 @@ includes, dotted keys, several ``--config`` and command-line overrides merge exa
 command adds its own options to that parser (`add_arguments`), so one command line
 holds both. Only the parts a caller asks for are built: no trainer, logger or
 LightningModule.
+
+Settings of aspp-seg 0.2 that moved (`OLD_MODEL_SETTINGS`: the flat inference keys of
+``model``, its LR scaling and ``predict_dir``) are read at their new place, with one
+warning line, wherever they come from: a config file such as a run's saved
+``config.yaml`` (`translate_config`), the command line (`translate_args`) or a
+checkpoint's hyperparameters (`translate_hparams`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import functools
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aspp_seg.errors import ConfigError
 
@@ -37,6 +43,153 @@ CONFIG_HELP = (
     "a fit config (YAML); give several to merge them as `aspp-seg fit` does. Every other "
     "`aspp-seg fit` option is accepted too, e.g. --data.init_args.root DIR"
 )
+
+
+INFERENCE_CLASS = "aspp_seg.evaluation.inference.Inference"
+
+OLD_MODEL_SETTINGS = {
+    "inference": "model.inference.init_args.mode",
+    "window": "model.inference.init_args.window",
+    "stride": "model.inference.init_args.stride",
+    "scales": "model.inference.init_args.scales",
+    "flip": "model.inference.init_args.flip",
+    "window_batch": "model.inference.init_args.batch_size",
+    "eval_output_stride": "model.inference.init_args.output_stride",
+    "lr_scaling": "lr_scaling.rule",
+    "lr_base_batch_size": "lr_scaling.base_batch_size",
+    "predict_dir": "predict_dir",
+}
+"""``model`` settings of aspp-seg 0.2 -> where they are now: the inference settings in
+the injected `Inference` (``model.inference``), LR scaling in the `LRScaling` callback's
+section, the prediction folder an option of ``aspp-seg predict``."""
+
+_OLD_MODES = ("whole", "slide")  # an old `model.inference` is a mode, not a class
+
+
+class MovedSettingWarning(FutureWarning):
+    """A setting of an earlier aspp-seg read at its new place."""
+
+
+def _is_old(key: str, value: Any) -> bool:
+    return key in OLD_MODEL_SETTINGS and (key != "inference" or value in _OLD_MODES)
+
+
+def _warn_moved(where: str, moved: dict[str, str]) -> None:
+    pairs = "; ".join(f"model.{old} -> {new}" for old, new in moved.items())
+    warnings.warn(
+        f"{where}: {pairs} (aspp-seg 0.2 settings, read at their new place: update it)",
+        MovedSettingWarning,
+        stacklevel=3,
+    )
+
+
+def _target(new: str, predict_dir: bool) -> str:
+    return new if new != "predict_dir" or predict_dir else "dropped (aspp-seg predict only)"
+
+
+def translate_config(config: dict, *, where: str = "config", predict_dir: bool = True) -> dict:
+    """`config` (one config file's content) with the settings of `OLD_MODEL_SETTINGS`,
+    nested under ``model:`` or dotted (``model.flip: true``), moved to their new place;
+    warns once naming them. Returns `config` itself when it holds none.
+
+    Args:
+        config: the file's mapping (not changed).
+        where: the file, for the warning.
+        predict_dir: whether the parser has ``predict_dir`` (``aspp-seg predict``);
+            elsewhere an old ``model.predict_dir`` is dropped.
+    """
+    model = config.get("model") if isinstance(config.get("model"), dict) else None
+    nested = {k: v for k, v in (model or {}).items() if _is_old(k, v)}
+    dotted = {
+        key[len("model.") :]: value
+        for key, value in config.items()
+        if key.startswith("model.") and _is_old(key[len("model.") :], value)
+    }
+    if not nested and not dotted:
+        return config
+    old = {**dotted, **nested}
+    config = {k: v for k, v in config.items() if not (k.startswith("model.") and k[6:] in dotted)}
+    if model is not None:
+        config["model"] = {k: v for k, v in model.items() if k not in nested}
+    inference = {
+        OLD_MODEL_SETTINGS[k].rsplit(".", 1)[1]: v
+        for k, v in old.items()
+        if OLD_MODEL_SETTINGS[k].startswith("model.inference.")
+    }
+    if inference:
+        place, key = (
+            (config["model"], "inference") if model is not None else (config, "model.inference")
+        )
+        current = place.get(key) if isinstance(place.get(key), dict) else {}
+        place[key] = {
+            "class_path": current.get("class_path", INFERENCE_CLASS),
+            "init_args": {**inference, **(current.get("init_args") or {})},
+        }
+    scaling = {
+        OLD_MODEL_SETTINGS[k].rsplit(".", 1)[1]: v
+        for k, v in old.items()
+        if OLD_MODEL_SETTINGS[k].startswith("lr_scaling.")
+    }
+    if scaling:
+        current = config.get("lr_scaling") if isinstance(config.get("lr_scaling"), dict) else {}
+        config["lr_scaling"] = {**scaling, **current}
+    if "predict_dir" in old and predict_dir and config.get("predict_dir") is None:
+        config["predict_dir"] = old["predict_dir"]
+    _warn_moved(where, {k: _target(OLD_MODEL_SETTINGS[k], predict_dir) for k in old})
+    return config
+
+
+def translate_args(args: Sequence[str]) -> list[str]:
+    """Command-line `args` with the flags of `OLD_MODEL_SETTINGS` (``--model.flip true``,
+    ``--model.window=[..]``, ``--model.inference slide``) at their new place; warns
+    once naming them. ``--model.predict_dir`` is ``--predict_dir`` of ``predict`` and
+    dropped elsewhere."""
+    args = list(args)
+    subcommand = next((a for a in args if a in ("fit", "validate", "test", "predict")), None)
+    out, moved, i = [], {}, 0
+    while i < len(args):
+        arg = args[i]
+        key, equals, value = arg.partition("=")
+        name = key[len("--model.") :] if key.startswith("--model.") else None
+        has_value = bool(equals) or i + 1 < len(args)
+        value = value if equals else (args[i + 1] if i + 1 < len(args) else None)
+        if name is None or not has_value or not _is_old(name, value):
+            out.append(arg)
+            i += 1
+            continue
+        new = _target(OLD_MODEL_SETTINGS[name], subcommand == "predict")
+        moved[name] = new
+        if not new.startswith("dropped"):
+            out.append(f"--{new}={value}" if equals else f"--{new}")
+            if not equals:
+                out.append(value)
+        i += 1 if equals else 2
+    if moved:
+        _warn_moved("command line", moved)
+    return out
+
+
+_OLD_HPARAM_DEFAULTS = {"eval_output_stride": None, "lr_scaling": "none", "lr_base_batch_size": 8}
+
+
+def translate_hparams(hparams: dict, *, where: str) -> dict:
+    """A checkpoint's hyperparameters without the model settings of aspp-seg 0.2 (which
+    LightningCLI would apply over the config): how to evaluate and how to scale the LR
+    come from the config, never from a checkpoint. A value other than the old default
+    is named in one warning line, with the setting that now holds it."""
+    old = {k: hparams[k] for k in _OLD_HPARAM_DEFAULTS if k in hparams}
+    if not old:
+        return hparams
+    unapplied = {k: OLD_MODEL_SETTINGS[k] for k, v in old.items() if v != _OLD_HPARAM_DEFAULTS[k]}
+    if unapplied:
+        values = ", ".join(f"{k}={old[k]!r}" for k in unapplied)
+        warnings.warn(
+            f"{where} holds {values} (aspp-seg 0.2 model settings), not applied from the "
+            f"checkpoint: set {', '.join(unapplied.values())} (the run's config.yaml has it)",
+            MovedSettingWarning,
+            stacklevel=2,
+        )
+    return {k: v for k, v in hparams.items() if k not in old}
 
 
 class _ParserBuilt(Exception):
@@ -100,6 +253,7 @@ def read_config(args: Sequence[str], *, add_arguments: AddArguments | None = Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # jsonargparse's notes on optional types
+            warnings.simplefilter("default", MovedSettingWarning)
             return parser.parse_args(["fit", *args]).fit
     except ArgumentError as error:
         # jsonargparse explains over several lines (one per subclass it tried)
@@ -126,8 +280,9 @@ def print_help(prog: str, description: str, add_arguments: AddArguments) -> None
     parser.print_help()
 
 
-def _instantiate(value: Namespace, base: type) -> object:
-    """The object that a ``class_path`` / ``init_args`` setting describes."""
+def instantiate(value: Namespace, base: type) -> object:
+    """The object that a ``class_path`` / ``init_args`` setting of `read_config`'s result
+    describes (e.g. ``config.model.inference``), checked to be a `base`."""
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
@@ -147,7 +302,7 @@ def build_datamodule(config: Namespace) -> LightningDataModule:
     from aspp_seg.data.datamodules import layout_check_deferred
 
     with layout_check_deferred():
-        return _instantiate(config.data, LightningDataModule)
+        return instantiate(config.data, LightningDataModule)
 
 
 def build_net(
@@ -180,7 +335,7 @@ def build_net(
         if getattr(init_args, "torchvision_weights", None) is not None:
             init_args.torchvision_weights = None  # a file of weights, not structure
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        net = _instantiate(spec, nn.Module)
+        net = instantiate(spec, nn.Module)
         if num_classes is not None and getattr(net, "num_classes", num_classes) != num_classes:
             net.reset_classifier(num_classes)
     return net

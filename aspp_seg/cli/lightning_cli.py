@@ -1,24 +1,38 @@
 """aspp-seg's LightningCLI: fit / validate / test / predict, and the parser of every
 config (`aspp_seg.cli.config` builds the `fit` parser from this class).
 
+Besides the model, data and trainer, every run gets callbacks that do not belong to the
+task: `FastPaths` and `LRScaling` (set under the config's top-level ``fast_paths:`` and
+``lr_scaling:``), `RunGuard`, `ClassWeights` and `ScheduleRetarget` (``fit``),
+`ResultFiles`, `SegmentationLogger` (with W&B or TensorBoard) and a `PredictionWriter`
+(``predict``, writing to its ``--predict_dir``).
+
 Kept apart from `aspp_seg.cli` so that the ``aspp-seg`` entry point imports Lightning
 only for the subcommands that need it.
 """
 
 from __future__ import annotations
 
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import LightningCLI
+import sys
+from pathlib import Path
 
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from aspp_seg.cli.config import translate_args, translate_config, translate_hparams
 from aspp_seg.data.datamodules import fitting_with
-from aspp_seg.errors import Interrupted
+from aspp_seg.errors import ConfigError, Interrupted
 from aspp_seg.evaluation.checkpoints import check_fits, is_file_path, read_checkpoint
 from aspp_seg.training.callbacks import (
     ClassWeights,
     FastPaths,
+    LRScaling,
+    PredictionWriter,
     ResultFiles,
     RunConfigCallback,
     RunGuard,
+    ScheduleRetarget,
     SegmentationLogger,
 )
 from aspp_seg.training.determinism import check_deterministic
@@ -58,24 +72,87 @@ def training_processes(trainer_cfg) -> int | None:
     return count * int(trainer_cfg.get("num_nodes") or 1)
 
 
+class AsppSegParser(LightningArgumentParser):
+    """LightningCLI's parser, reading the settings that moved since aspp-seg 0.2 (in
+    config files, such as old runs' ``config.yaml``, and on the command line) at their
+    new place, with one warning line (`aspp_seg.cli.config.OLD_MODEL_SETTINGS`)."""
+
+    _reading: str | None = None  # the config file being read, for the warning
+
+    def parse_args(self, args=None, *more, **kwargs):
+        args = sys.argv[1:] if args is None else args
+        return super().parse_args(translate_args(args), *more, **kwargs)
+
+    def parse_path(self, path, *more, **kwargs):
+        reading, self._reading = self._reading, str(path)
+        try:
+            return super().parse_path(path, *more, **kwargs)
+        finally:
+            self._reading = reading
+
+    def parse_string(self, content, path="", *more, **kwargs):
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(content)
+        except yaml.YAMLError:
+            loaded = None  # jsonargparse explains it
+        if isinstance(loaded, dict):
+            predict_dir = any(action.dest == "predict_dir" for action in self._actions)
+            where = f"config {self._reading or path or 'string'}"
+            translated = translate_config(loaded, where=where, predict_dir=predict_dir)
+            if translated is not loaded:
+                content = yaml.safe_dump(translated, sort_keys=False)
+        return super().parse_string(content, path, *more, **kwargs)
+
+
 class AsppSegCLI(LightningCLI):
-    """LightningCLI whose data module tells the model its classes."""
+    """LightningCLI whose data module tells the model its classes, and which adds the
+    callbacks of every run."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        # how a step runs on the hardware at hand: a callback in every run, set under
-        # the config's top-level `fast_paths:` (see aspp_seg.training.callbacks.fast_paths)
+        # how a step runs on the hardware at hand and how the LR follows the batch:
+        # callbacks in every run, set under the config's top-level `fast_paths:` and
+        # `lr_scaling:` (see aspp_seg.training.callbacks)
         parser.add_lightning_class_args(FastPaths, "fast_paths")
+        parser.add_lightning_class_args(LRScaling, "lr_scaling")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 
+    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            parser.add_argument(
+                "--predict_dir",
+                type=str | None,
+                default=None,
+                help="where the PNGs go (trainIds/, labelIds/, color/, overlay/); default: "
+                "<run>/predict/<checkpoint>/ beside --ckpt_path, else <log dir>/predictions",
+            )
+        return parser
+
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the checkpoint's hyperparameters here: check the file first,
-        # so a wrong --ckpt_path is one line, not a torch.load traceback
+        """LightningCLI's: the checkpoint's hyperparameters over the config. The file is
+        checked first (a wrong --ckpt_path is one line, not a torch.load traceback), read
+        once, and the model settings of aspp-seg 0.2 are left out of what it applies."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if is_file_path(ckpt_path):
-            self._checkpoint = (ckpt_path, read_checkpoint(ckpt_path))  # memory-mapped
-        super()._parse_ckpt_path()
+        if not is_file_path(ckpt_path):
+            return
+        state = read_checkpoint(ckpt_path)  # memory-mapped
+        self._checkpoint = (ckpt_path, state)
+        hparams = dict(state.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        hparams = translate_hparams(hparams, where=f"checkpoint {ckpt_path}")
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
 
     def before_instantiate_classes(self) -> None:
         self._guard = RunGuard()
@@ -90,7 +167,8 @@ class AsppSegCLI(LightningCLI):
             # a resume that fails before it writes a checkpoint puts the folder back
             self._snapshot = FolderSnapshot(resumed.parent.parent)
         if not fit:
-            folder = evaluation_folder(config, self.subcommand)  # <run>/<subcommand>/<ckpt>/
+            # <run>/<subcommand>/<ckpt>/, also predict's --predict_dir when not given
+            folder = evaluation_folder(config, self.subcommand)
             if folder is not None:  # an evaluation that fails leaves it as it was
                 self._snapshot = FolderSnapshot(folder)
         # W&B / TensorBoard runs get the IoU table, confusion matrix and overlays
@@ -142,19 +220,39 @@ class AsppSegCLI(LightningCLI):
         self._check_checkpoint()
         check_deterministic(self.trainer)
         restore_metrics(self.trainer)  # the metrics of the run that `--ckpt_path last` resumes
+        callbacks = self.trainer.callbacks
+        scaling = [c for c in callbacks if isinstance(c, LRScaling) and c.rule != "none"]
+        if len(scaling) > 1:
+            raise ConfigError(
+                "the LR is scaled twice: set lr_scaling.rule (the top-level lr_scaling: "
+                "section) or list an LRScaling in trainer.callbacks, not both"
+            )
         loss_config = self.config["fit"]["model"].get("loss")
         # first: the guard sees every step; class weights are set before the config is saved
-        self.trainer.callbacks[0:0] = [
+        callbacks[0:0] = [
             self._guard,
             ClassWeights(loss_config),
             LoggedStepAlignment(),  # before any logging callback
         ]
+        if not any(isinstance(c, ScheduleRetarget) for c in callbacks):
+            callbacks.append(ScheduleRetarget())  # a resumed run's schedule follows its length
 
     def _before_evaluation(self) -> None:
         self._check_checkpoint()
         self.trainer.callbacks.insert(0, self._guard)  # Ctrl-C: one line
 
-    before_validate = before_test = before_predict = _before_evaluation
+    before_validate = before_test = _before_evaluation
+
+    def before_predict(self) -> None:
+        self._before_evaluation()
+        if any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            return  # a writer listed in trainer.callbacks has its own settings
+        folder = self.config["predict"].get("predict_dir")
+        if folder is None:  # no checkpoint file (no evaluation folder): the log folder
+            folder = Path(self.trainer.log_dir or ".") / "predictions"
+        writer = PredictionWriter(str(folder))
+        writer.setting = "predict_dir"
+        self.trainer.callbacks.append(writer)
 
 
 def lightning_cli(
@@ -173,6 +271,7 @@ def lightning_cli(
         LightningDataModule,
         **{
             "subclass_mode_data": True,
+            "parser_class": AsppSegParser,
             "auto_configure_optimizers": False,
             "save_config_callback": RunConfigCallback,
             "save_config_kwargs": {"overwrite": True},

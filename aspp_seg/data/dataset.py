@@ -1,74 +1,34 @@
 """The one map-style data set behind every data module, and the checks on its files.
 
-A data set is a list of `Sample`s (image path, label path, label encoding) found by a
-layout-specific scanner (`cityscapes.py`, `folder.py`); scanners report what is wrong
-as `Problem`s, so `aspp-seg check-data` can list every fault while training stops at
-the first one with a one-line `DataError`.
+A data set is a list of `Sample`s (image path, label path, label encoding) found by the
+scan of a data set file (`aspp_seg.data.datasets`); scans report what is wrong as
+`Problem`s (`aspp_seg.data.scan`, also importable from here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
 from aspp_seg.data.io import read_label, read_rgb
-from aspp_seg.data.labels import IGNORE_INDEX, LabelEncoding, label_values
-from aspp_seg.errors import DataError
-
-# Problem kinds, in the order `check-data` reports them.
-MISSING_FOLDER = "missing folder"
-EMPTY_SPLIT = "empty split"
-MISSING_PARTNER = "missing partner file"
-UNREADABLE = "unreadable or truncated file"
-SIZE_MISMATCH = "image/label size mismatch"
-WRONG_KIND = "labelIds where trainIds were expected (or the reverse)"
-OUT_OF_TABLE = "label values outside the class table"
-PROBLEM_KINDS = (
-    MISSING_FOLDER,
+from aspp_seg.data.labels import IGNORE_INDEX, label_values
+from aspp_seg.data.scan import (  # noqa: F401  (the scan's names, importable from here too)
     EMPTY_SPLIT,
+    MISSING_FOLDER,
     MISSING_PARTNER,
-    UNREADABLE,
-    SIZE_MISMATCH,
-    WRONG_KIND,
     OUT_OF_TABLE,
+    PROBLEM_KINDS,
+    SIZE_MISMATCH,
+    UNREADABLE,
+    WRONG_KIND,
+    Problem,
+    Sample,
+    Scan,
 )
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One fault in a data set: its kind (one of `PROBLEM_KINDS`) and a one-line message
-    that names the files involved."""
-
-    kind: str
-    message: str
-
-
-class Sample(NamedTuple):
-    """One labelled image: where its two files are and how the label file is encoded."""
-
-    image: Path
-    label: Path
-    encoding: LabelEncoding
-
-
-@dataclass
-class Scan:
-    """What a layout scanner found for one split: usable samples and problems."""
-
-    samples: list[Sample] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-
-    def raise_first(self) -> list[Sample]:
-        """The samples, or a DataError with the first problem (the training path)."""
-        if self.problems:
-            raise DataError(self.problems[0].message)
-        return self.samples
+from aspp_seg.errors import DataError
 
 
 def load_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +141,7 @@ class SegmentationDataset(Dataset):
     """Images with label maps mapped to training classes.
 
     Args:
-        samples: the files, e.g. from `aspp_seg.data.cityscapes.find_samples`.
+        samples: the files, e.g. from `aspp_seg.data.datasets.cityscapes.find_samples`.
         transform: called as ``transform(image=H x W x 3 uint8, mask=H x W uint8)``
             (an albumentations pipeline ending in ToTensorV2).
         label_at_file_size: evaluation: the mask skips `transform` (see `make_item`).

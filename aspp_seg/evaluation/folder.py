@@ -5,10 +5,13 @@ name; per-class IoU and mIoU follow the Cityscapes benchmark definitions (the sa
 numbers as cityscapesscripts' ``evalPixelLevelSemanticLabeling`` on Cityscapes-format
 folders) and go through the same `aspp_seg.evaluation.metrics.scores` as validation and test.
 
+The formats come from the data set files (`aspp_seg.data.datasets`): each names its
+classes and the `LabelEncoding`s its data module trains with (Cityscapes labelIds and
+trainIds, CamVid, a folder data set's class YAML, or a data set file of your own).
 Each file pair is counted as one 256 x 256 histogram of raw (truth, prediction)
 values (grey or palette PNGs, read as the indices they hold), read in parallel threads;
-the label encoding (labelIds, trainIds, CamVid: the data modules' own `LabelEncoding`s)
-is applied once to the summed histogram, which also tells which values a file holds.
+the encoding is applied once to the summed histogram, which also tells which values a
+file holds. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -16,101 +19,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from aspp_seg.data.labels import (
-    CAMVID_CLASSES,
-    CAMVID_ENCODING,
-    CITYSCAPES_CLASSES,
-    CITYSCAPES_LABEL_IDS,
-    CITYSCAPES_TRAIN_IDS,
-    IGNORE_INDEX,
-    LabelEncoding,
-    guess_cityscapes_kind,
-)
+from aspp_seg.data.datasets import EvalFormat, find_format
+from aspp_seg.data.labels import LabelEncoding
 from aspp_seg.errors import DataError
-
-_STRIP_SUFFIXES = (
-    "_gtFine_labelTrainIds", "_gtFine_labelIds", "_labelTrainIds", "_labelIds", "_trainIds",
-    "_leftImg8bit", "_prediction", "_pred",
-)  # fmt: skip
-
-
-def cityscapes_key(path: Path) -> str:
-    """``<city>_<seq>_<frame>``: the official script finds predictions by this prefix."""
-    return "_".join(path.stem.split("_")[:3])
-
-
-def stem_key(path: Path) -> str:
-    """The file stem without a known label / image suffix (``_gtFine_labelTrainIds``...)."""
-    stem = path.stem
-    for suffix in _STRIP_SUFFIXES:
-        if stem.endswith(suffix):
-            return stem[: -len(suffix)]
-    return stem
-
-
-def _also_void(encoding: LabelEncoding, value: int = IGNORE_INDEX) -> LabelEncoding:
-    """`encoding` that also accepts `value` (scored as a void prediction)."""
-    valid = encoding.valid.copy()
-    valid[value] = True
-    lut = encoding.lut.copy()
-    lut[value] = IGNORE_INDEX
-    return LabelEncoding(encoding.name, lut, valid, f"{encoding.allowed}, {value} (void)")
-
-
-@dataclass(frozen=True)
-class EvalFormat:
-    """One ``--format``: which files to pair and the `LabelEncoding`s that decode them,
-    the same objects the data modules train with (`aspp_seg.data.labels`).
-
-    Attributes:
-        name: the ``--format`` value.
-        class_names: the C evaluated classes.
-        truth: encoding of the ground-truth files (value -> class, 255: ignored).
-        prediction: encoding of the predictions (value -> class, 255: void).
-        gt_glob: ground-truth files under ``--gt`` (recursive).
-        key: file -> the name that pairs truth and prediction.
-    """
-
-    name: str
-    class_names: tuple[str, ...]
-    truth: LabelEncoding
-    prediction: LabelEncoding
-    gt_glob: str
-    key: Callable[[Path], str]
-
-
-FORMATS: dict[str, EvalFormat] = {
-    "cityscapes": EvalFormat(
-        name="cityscapes",
-        class_names=CITYSCAPES_CLASSES,
-        truth=CITYSCAPES_LABEL_IDS,
-        prediction=CITYSCAPES_LABEL_IDS,
-        gt_glob="*_gtFine_labelIds.png",
-        key=cityscapes_key,
-    ),
-    "trainid": EvalFormat(
-        name="trainid",
-        class_names=CITYSCAPES_CLASSES,
-        truth=CITYSCAPES_TRAIN_IDS,
-        prediction=CITYSCAPES_TRAIN_IDS,
-        gt_glob="*.png",
-        key=stem_key,
-    ),
-    "camvid": EvalFormat(
-        name="camvid",
-        class_names=CAMVID_CLASSES,
-        truth=CAMVID_ENCODING,
-        prediction=_also_void(CAMVID_ENCODING),
-        gt_glob="*.png",
-        key=stem_key,
-    ),
-}
-_FORMAT_OF_KIND = {CITYSCAPES_LABEL_IDS.name: "cityscapes", CITYSCAPES_TRAIN_IDS.name: "trainid"}
 
 
 def _index(folder: Path, pattern: str, key: Callable[[Path], str], what: str) -> dict:
@@ -139,9 +54,7 @@ def match_files(
     for folder, flag in ((gt_dir, "--gt"), (pred_dir, "--pred")):
         if not folder.is_dir():
             raise DataError(f"{flag} folder {folder} not found")
-    pattern = fmt.gt_glob
-    if fmt.name == "trainid" and next(gt_dir.rglob("*_labelTrainIds.png"), None):
-        pattern = "*_labelTrainIds.png"  # a Cityscapes gtFine folder holds several kinds
+    pattern = next((p for p in fmt.gt_globs if next(gt_dir.rglob(p), None)), fmt.gt_globs[-1])
     gt = _index(gt_dir, pattern, fmt.key, "ground-truth")
     if not gt:
         raise DataError(
@@ -159,13 +72,16 @@ def match_files(
     return [(gt[name], pred[name]) for name in sorted(gt)], extra
 
 
-def _check(path: Path, counts: np.ndarray, encoding: LabelEncoding, fmt: EvalFormat) -> None:
+def _check(path: Path, counts: np.ndarray, fmt: EvalFormat, role: str) -> None:
+    """Refuses a file holding values its encoding does not allow, naming the other
+    format of the same data set that the file fits, if just one does."""
+    encoding: LabelEncoding = getattr(fmt, role)
     present = counts > 0
     bad = np.flatnonzero(present & ~encoding.valid).tolist()
     if bad:
         shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
-        other = _FORMAT_OF_KIND.get(guess_cityscapes_kind(present))
-        hint = f"; it looks like --format {other}" if other and other != fmt.name else ""
+        fits = [f.name for f in fmt.alternatives if not (present & ~getattr(f, role).valid).any()]
+        hint = f"; it looks like --format {fits[0]}" if len(fits) == 1 else ""
         raise DataError(
             f"{path} holds values {shown}, not valid for --format {fmt.name}: expected "
             f"{encoding.name} ({encoding.allowed}){hint}"
@@ -173,7 +89,7 @@ def _check(path: Path, counts: np.ndarray, encoding: LabelEncoding, fmt: EvalFor
 
 
 def _pair(gt_path: Path, pred_path: Path, fmt: EvalFormat) -> np.ndarray:
-    from aspp_seg.data.io import read_label  # torch: imported when scoring, not for --help
+    from aspp_seg.data.io import read_label  # OpenCV and PIL: when scoring, not for --help
     from aspp_seg.evaluation.metrics import pair_histogram
 
     gt, pred = read_label(gt_path), read_label(pred_path)
@@ -183,8 +99,8 @@ def _pair(gt_path: Path, pred_path: Path, fmt: EvalFormat) -> np.ndarray:
             f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}"
         )
     histogram = pair_histogram(gt, pred)
-    _check(gt_path, histogram.sum(1), fmt.truth, fmt)
-    _check(pred_path, histogram.sum(0), fmt.prediction, fmt)
+    _check(gt_path, histogram.sum(1), fmt, "truth")
+    _check(pred_path, histogram.sum(0), fmt, "prediction")
     return histogram
 
 
@@ -217,14 +133,18 @@ def evaluate_folders(
     gt_dir: str | Path,
     pred_dir: str | Path,
     *,
-    format: str = "cityscapes",
+    format: str | EvalFormat = "cityscapes",
     workers: int | None = None,
 ) -> dict:
     """`match_files` + `evaluate_pairs`; returns the scores plus ``confusion``, ``pairs``,
-    ``extra`` (predictions without ground truth) and ``class_names``."""
-    if format not in FORMATS:
-        raise DataError(f"--format {format!r} is not known; allowed: {', '.join(FORMATS)}")
-    fmt = FORMATS[format]
+    ``extra`` (predictions without ground truth) and ``class_names``.
+
+    Args:
+        format: an `EvalFormat`, or what ``--format`` takes (see
+            `aspp_seg.data.datasets.find_format`): a format name, a class YAML or a data
+            set file.
+    """
+    fmt = find_format(format) if isinstance(format, str) else format
     pairs, extra = match_files(gt_dir, pred_dir, fmt)
     result, confusion = evaluate_pairs(pairs, fmt, workers=workers)
     return {

@@ -10,9 +10,15 @@ B x C x h x w) into full-resolution logits by one of:
   in mmsegmentation), and an image smaller than the window is one window;
 - either of them at several `scales` (the image is resized, the logits resized back
   bilinearly) and optionally on the horizontally flipped image too (the logits flipped
-  back), all averaged: DeepLabv3's multi-scale + flip evaluation.
+  back), all averaged: DeepLabv3's multi-scale + flip evaluation;
+- optionally at another `output_stride` than the net trained at (DeepLabv3's protocol:
+  train at 16, evaluate at 8 with the ASPP rates doubled), which `set_output_stride`
+  switches the net to and back.
 
-Plain PyTorch: no Lightning here, so it serves the module, scripts and notebooks alike.
+The LightningModule takes one `Inference` for validate / test / predict, as a config
+section of its own (``model.inference``, with ``class_path`` and ``init_args`` like the
+ASPP); `aspp_seg.load_model` builds the same one from a run's config. Plain PyTorch: no
+Lightning here, so it serves the module, scripts and notebooks alike.
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from aspp_seg import models
 from aspp_seg.errors import ConfigError
+from aspp_seg.models.backbone import check_output_stride
 
 MODES = ("whole", "slide")
 
@@ -86,6 +95,14 @@ def slide_logits(
 class Inference:
     """Configured inference: ``Inference(mode="slide", window=(512, 1024))(model, images)``.
 
+    In YAML (the default, ``model.inference: null``, is one whole-image pass at the
+    trained output stride)::
+
+        model:
+          inference:
+            class_path: aspp_seg.evaluation.inference.Inference
+            init_args: {mode: slide, window: [512, 1024], scales: [0.5, 1.0, 1.5], flip: true}
+
     Args:
         mode: ``whole`` or ``slide``.
         window: (height, width) of a sliding window.
@@ -94,6 +111,9 @@ class Inference:
             1.5, 1.75) for DeepLabv3's multi-scale evaluation.
         flip: also run on the horizontally flipped image(s) and average.
         batch_size: windows per forward pass in ``slide`` mode.
+        output_stride: the net's output stride while evaluating (8, 16 or 32; the ASPP
+            rates scale with it); None keeps the stride it trained at. Applied by
+            `set_output_stride`, which the module calls around every evaluation.
     """
 
     def __init__(
@@ -105,6 +125,7 @@ class Inference:
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
         batch_size: int = 4,
+        output_stride: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"inference mode {mode!r} is not known; allowed: {MODES}")
@@ -119,18 +140,36 @@ class Inference:
             raise ConfigError(f"scales={list(scales)} must be one or more positive factors")
         if batch_size < 1:
             raise ConfigError(f"inference batch_size={batch_size} must be >= 1")
+        if output_stride is not None:
+            check_output_stride(output_stride)
         self.mode = mode
         self.window = tuple(window)
         self.stride = stride
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
         self.batch_size = batch_size
+        self.output_stride = output_stride
 
     def __repr__(self) -> str:
         return (
             f"Inference(mode={self.mode!r}, window={self.window}, stride={self.stride}, "
-            f"scales={self.scales}, flip={self.flip}, batch_size={self.batch_size})"
+            f"scales={self.scales}, flip={self.flip}, batch_size={self.batch_size}, "
+            f"output_stride={self.output_stride})"
         )
+
+    def check(self, net: nn.Module) -> None:
+        """Raises ConfigError when `net` cannot run at `output_stride` (a net without an
+        output stride to change, or ASPP rates that would not scale to integers)."""
+        if self.output_stride is not None:
+            models.check_eval_output_stride(net, self.output_stride)
+
+    def set_output_stride(self, net: nn.Module, *, evaluating: bool = True) -> None:
+        """Switches `net` to `output_stride` for evaluating, or back to the stride it
+        trains at (``evaluating=False``); nothing when `output_stride` is None. Weights
+        are untouched, so switching back restores the trained net exactly."""
+        if self.output_stride is not None:
+            stride = self.output_stride if evaluating else net.base_output_stride
+            models.set_output_stride(net, stride)
 
     @property
     def is_plain(self) -> bool:

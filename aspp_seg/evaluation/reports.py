@@ -1,5 +1,6 @@
-"""Per-class IoU tables (Markdown, CSV) and the files of an evaluation: the study's
-Table 1 columns for Cityscapes, the class names otherwise."""
+"""Per-class IoU tables (Markdown, CSV) and the files of an evaluation. Column headers
+come from the data set file of the classes (Cityscapes: the study's Table 1 columns,
+`aspp_seg.data.datasets.cityscapes.COLUMNS`), else they are the class names."""
 
 from __future__ import annotations
 
@@ -12,17 +13,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from aspp_seg.data.labels import CITYSCAPES_CLASSES, TABLE1_COLUMNS
+from aspp_seg.data.datasets import table_columns
 
 if TYPE_CHECKING:
     import torch
 
 
 def column_names(class_names: Sequence[str]) -> list[str]:
-    """Table headers: the study's short names for Cityscapes, else the class names."""
-    if tuple(class_names) == CITYSCAPES_CLASSES:
-        return list(TABLE1_COLUMNS)
-    return list(class_names)
+    """Table headers: the short ``COLUMNS`` of the data set with these classes (the
+    study's Table 1 names for Cityscapes), else the class names."""
+    return table_columns(class_names)
 
 
 def _pct(value: float | None, signed: bool = False) -> str:
@@ -55,7 +55,8 @@ def iou_table(
 ) -> str:
     """Markdown table of per-class IoU (%) and mIoU; the one IoU formatter of aspp-seg.
 
-    Wide (default): one column per class (the study's Table 1 headers for Cityscapes)
+    Wide (default): one column per class (`column_names`: for Cityscapes the study's
+    Table 1 headers)
     and mIoU, one line per row, led by the row's labels. Vertical: one line per class
     and mIoU, one column per row (headed by its joined labels, else ``IoU (%)``), for
     narrow displays (TensorBoard text).

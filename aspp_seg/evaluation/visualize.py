@@ -1,7 +1,8 @@
 """Pictures of label maps: palette colouring, overlays and confusion-matrix plots.
 
-Works on numpy arrays or tensors; colours come from the data set's palette (for
-Cityscapes: `aspp_seg.data.labels.CITYSCAPES_PALETTE`, the official table). Pixels whose
+Works on numpy arrays or tensors; colours come from the palette the caller gives: the
+data set's (``datamodule.palette``, ``model.palette`` of a loaded model, or a data set
+file's ``PALETTE``, e.g. `aspp_seg.data.datasets.cityscapes.PALETTE`). Pixels whose
 label has no palette entry (255 = ignore, or any out-of-range value) are drawn black.
 """
 
@@ -13,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aspp_seg.data.labels import CITYSCAPES_PALETTE
 from aspp_seg.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 Palette = Sequence[Sequence[int]]
@@ -39,7 +39,7 @@ def denormalize(image: torch.Tensor) -> np.ndarray:
     return (rgb + 0.5).byte().permute(1, 2, 0).numpy()
 
 
-def palette_lut(palette: Palette = CITYSCAPES_PALETTE) -> np.ndarray:
+def palette_lut(palette: Palette) -> np.ndarray:
     """uint8[256, 3] lookup: label -> RGB; labels beyond the palette are black."""
     if len(palette) > 256:
         raise ValueError(f"a palette has at most 256 colours, got {len(palette)}")
@@ -48,14 +48,12 @@ def palette_lut(palette: Palette = CITYSCAPES_PALETTE) -> np.ndarray:
     return lut
 
 
-def colorize(
-    labels: np.ndarray | torch.Tensor, palette: Palette = CITYSCAPES_PALETTE
-) -> np.ndarray:
+def colorize(labels: np.ndarray | torch.Tensor, palette: Palette) -> np.ndarray:
     """Colours a label map.
 
     Args:
         labels: H x W (or B x H x W) integer labels, 255 = ignore.
-        palette: RGB colour per label.
+        palette: RGB colour per label (the data set's).
 
     Returns:
         H x W x 3 (or B x H x W x 3) uint8 RGB.
@@ -69,7 +67,7 @@ def colorize(
 def overlay(
     image: np.ndarray | torch.Tensor,
     labels: np.ndarray | torch.Tensor,
-    palette: Palette = CITYSCAPES_PALETTE,
+    palette: Palette,
     *,
     alpha: float = 0.5,
 ) -> np.ndarray:

@@ -18,6 +18,9 @@ from aspp_seg.models.preprocess import (
     register_pixel_stats,
 )
 
+EVAL_STRIDE_SETTING = "model.inference.init_args.output_stride"
+"""The config setting that switches a net's stride for evaluation (named in errors)."""
+
 
 class DeepLabV3(nn.Module):
     """RGB images -> backbone features -> head logits, upsampled bilinearly to the input size.
@@ -86,13 +89,18 @@ class DeepLabV3(nn.Module):
         scaled = [r * self.base_output_stride / output_stride for r in self.base_rates]
         if any(r != int(r) for r in scaled):
             raise ConfigError(
-                f"eval_output_stride={output_stride} would scale rates "
+                f"evaluation output stride ({EVAL_STRIDE_SETTING})={output_stride} would "
+                "scale rates "
                 f"{list(self.base_rates)} (built at output stride "
                 f"{self.base_output_stride}) to {scaled}, which are not all integers"
             )
         rates = [int(r) for r in scaled]
         for rate in rates:
-            same_padding(self.head.aspp.kernel_size, rate, setting="eval_output_stride kernel_size")
+            same_padding(
+                self.head.aspp.kernel_size,
+                rate,
+                setting="model.inference.init_args.output_stride with kernel_size",
+            )
         return rates
 
     def set_output_stride(self, output_stride: int) -> None:
@@ -128,8 +136,8 @@ def set_output_stride(net: nn.Module, output_stride: int) -> None:
     """
     if not hasattr(net, "set_output_stride"):
         raise ConfigError(
-            f"eval_output_stride needs a DeepLab network; {type(net).__name__} has no "
-            "output stride to change"
+            f"an evaluation output stride ({EVAL_STRIDE_SETTING}) needs a DeepLab network; "
+            f"{type(net).__name__} has no output stride to change"
         )
     net.set_output_stride(output_stride)
 
@@ -138,7 +146,7 @@ def check_eval_output_stride(net: nn.Module, output_stride: int) -> None:
     """Raises ConfigError unless `net` can be switched to `output_stride`."""
     if not hasattr(net, "rates_at"):
         raise ConfigError(
-            f"eval_output_stride needs a DeepLab network; {type(net).__name__} has no "
-            "output stride to change (set eval_output_stride: null)"
+            f"an evaluation output stride ({EVAL_STRIDE_SETTING}) needs a DeepLab network; "
+            f"{type(net).__name__} has no output stride to change (set it to null)"
         )
     net.rates_at(output_stride)

@@ -21,13 +21,12 @@ The Trainer carries the rest: ``precision: bf16-mixed`` and ``benchmark: true``
 (cudnn.benchmark) in ``configs/trainer/*.yaml``; Lightning already copies batches with
 ``non_blocking=True`` to CUDA, which overlaps with compute when the loader pins memory.
 
-This module is used by the LightningModule and the datamodules; it imports nothing from
+The callbacks `FastPaths` and `LRScaling` apply these; this module imports nothing from
 Lightning, so the functions also serve plain PyTorch loops and the benchmarks.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 
@@ -183,15 +182,27 @@ def enable_grad_checkpointing(net: nn.Module) -> int:
 # --- optimizer --------------------------------------------------------------------------
 
 
-def fuse_optimizer(optimizer: Optimizer) -> Optimizer:
-    """The same optimizer rebuilt with ``fused=True`` when its class and parameters allow.
+FUSED_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+"""Optimizers whose ``fused=True`` kernels run on CUDA and CPU alike."""
 
-    Works for any torch optimizer whose constructor takes ``fused`` (SGD, Adam, AdamW):
-    the param groups (with their own LR, weight decay, ...) carry over unchanged. Must run
-    before a scheduler or any step has touched the optimizer. Returns `optimizer`
-    unchanged when fusing is not possible.
+
+def fuse_optimizer(optimizer: Optimizer) -> Optimizer:
+    """Switches `optimizer` to its fused kernels in place, where torch supports it.
+
+    torch's SGD, Adam and AdamW read ``fused`` from each param group at every step, so
+    setting it on the groups (with their own LR, weight decay, ...) of an optimizer that
+    has not stepped yet takes the same steps as building it with ``fused=True`` (under
+    fp16 AMP the GradScaler then unscales the gradients itself, not inside the kernel).
+    Nothing changes for other optimizers, differentiable ones, or parameters on a device
+    or of a dtype without fused kernels.
+
+    Returns:
+        `optimizer` itself (its groups' ``fused`` says whether it now runs fused).
+
+    Raises:
+        ValueError: when the optimizer has already stepped (its state was built unfused).
     """
-    if "fused" not in inspect.signature(type(optimizer).__init__).parameters:
+    if not isinstance(optimizer, FUSED_OPTIMIZERS):
         return optimizer
     if optimizer.state:
         raise ValueError("fuse_optimizer must run before the first optimizer step")
@@ -201,9 +212,12 @@ def fuse_optimizer(optimizer: Optimizer) -> Optimizer:
     params = [p for group in optimizer.param_groups for p in group["params"]]
     if not all(p.device.type in devices and p.is_floating_point() for p in params):
         return optimizer
-    defaults = {**optimizer.defaults, "fused": True, "foreach": None}
-    groups = [{**group, "fused": True, "foreach": None} for group in optimizer.param_groups]
-    return type(optimizer)(groups, **defaults)
+    if any(group.get("differentiable") for group in optimizer.param_groups):
+        return optimizer
+    for settings in (optimizer.defaults, *optimizer.param_groups):
+        settings["fused"] = True
+        settings["foreach"] = None  # fused and foreach exclude each other
+    return optimizer
 
 
 # --- batch size, learning rate, workers -------------------------------------------------

@@ -3,34 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 
-from aspp_seg import models
-from aspp_seg.data.labels import CITYSCAPES_CLASSES
 from aspp_seg.errors import ConfigError
-from aspp_seg.evaluation.checkpoints import CHECKPOINT_KEY
 from aspp_seg.evaluation.confusion import confusion_matrix_metric
 from aspp_seg.evaluation.inference import Inference
 from aspp_seg.evaluation.metrics import scores
 from aspp_seg.evaluation.reports import iou_markdown
-from aspp_seg.training import hardware as scaling
 from aspp_seg.training.losses import CrossEntropyLoss
 from aspp_seg.training.param_groups import apply_lr_mults, build_param_groups, check_param_groups
-from aspp_seg.training.schedules import SchedulerFactory, retarget
-
-INFERENCE_SETTINGS = (
-    "inference", "window", "stride", "scales", "flip", "window_batch", "predict_dir",
-)  # fmt: skip
-"""Module arguments that say how to run inference, not what was trained."""
+from aspp_seg.training.schedules import SchedulerFactory
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 
@@ -82,11 +71,21 @@ def _resize(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class SegmentationModule(LightningModule):
     """Trains and evaluates any network that maps B x 3 x H x W to ``{"out": logits}``.
 
+    The task and nothing else: network, loss, optimizer and schedule, how to infer, and
+    metrics. The run around it is callbacks (`aspp_seg.training.callbacks`), which
+    ``aspp-seg`` adds to every run and plain Python lists in ``Trainer(callbacks=...)``:
+    `ScheduleRetarget` (the LR schedule follows a run extended on resume), `LRScaling`
+    (the LR follows the global batch), `FastPaths` (SyncBatchNorm, channels_last,
+    compile, fused optimizer, gradient checkpointing) and `PredictionWriter` (the files
+    of ``aspp-seg predict``).
+
     Args:
         net: the network (e.g. from `aspp_seg.models.deeplabv3`); its classifier is
             resized to `num_classes` if the two differ.
-        num_classes: classes of the data set (linked from ``data.num_classes``).
-        class_names: names for logs and tables (linked from ``data.class_names``).
+        num_classes: classes of the data set (linked from ``data.num_classes``); None:
+            as many as `class_names`, else the net's own.
+        class_names: names for logs and tables (linked from ``data.class_names``);
+            None: the class indices.
         loss: the training loss, called as ``loss(logits, target)`` on every output of
             the net (B x C x H x W logits, B x H x W int64 targets, 255 = ignore); the
             auxiliary output's loss is weighted by `aux_weight`. Default: cross-entropy
@@ -101,88 +100,50 @@ class SegmentationModule(LightningModule):
         scheduler: called with the optimiser and the total number of training steps;
             stepped every iteration. Default: poly decay with power 0.9.
         aux_weight: weight of the auxiliary head's loss, when the net has one.
-        lr_scaling: how the optimizer's LR follows the global batch (per-device batch x
-            processes x gradient accumulation): ``none`` keeps it; ``linear`` (SGD,
-            Goyal et al. 2017) multiplies it by global / `lr_base_batch_size`;
-            ``sqrt`` (Adam-like) by the square root of that.
-        lr_base_batch_size: the global batch the configured LR was tuned for (the
-            study: 0.007 for 8 crops).
-        eval_output_stride: output stride for validate / test / predict (the DeepLabv3
-            protocol: train at 16, evaluate at 8 with the ASPP rates doubled); None keeps
-            the trained stride. Training always runs at the net's own stride.
-        Hardware switches (SyncBatchNorm, channels_last, compile, fused optimizer,
-        gradient checkpointing) are not the task's: see `aspp_seg.training.callbacks.FastPaths`.
-        inference: how validate / test / predict compute logits: ``whole`` image or
-            ``slide`` (sliding window); see `aspp_seg.evaluation.inference.Inference`.
-        window: (height, width) of a sliding window.
-        stride: (vertical, horizontal) window step; None: 2/3 of the window.
-        scales: image scales whose logits are averaged (multi-scale inference).
-        flip: also average the logits of the horizontally flipped image.
-        window_batch: windows per forward pass in ``slide`` mode (bounds memory).
-        predict_dir: where ``aspp-seg predict`` writes its PNGs; None:
-            ``<run folder>/predictions``.
+        inference: how validate / test / predict compute logits
+            (`aspp_seg.evaluation.inference.Inference`: whole image or sliding window,
+            scales, flip, and the output stride to evaluate at); None: one whole-image
+            pass at the trained stride. Training always runs at the net's own stride.
     """
 
     def __init__(
         self,
         net: nn.Module,
         *,
-        num_classes: int = 19,
-        class_names: Sequence[str] = CITYSCAPES_CLASSES,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
         loss: nn.Module | None = None,
         optimizer: OptimizerFactory = study_sgd,
         param_groups: dict[str, dict[str, float]] | None = None,
         norm_bias_weight_decay: bool = True,
         scheduler: SchedulerFactory = poly_schedule,
         aux_weight: float = 0.4,
-        lr_scaling: str = "none",
-        lr_base_batch_size: int = 8,
-        eval_output_stride: int | None = None,
-        inference: str = "whole",
-        window: tuple[int, int] = (512, 1024),
-        stride: tuple[int, int] | None = None,
-        scales: Sequence[float] = (1.0,),
-        flip: bool = False,
-        window_batch: int = 4,
-        predict_dir: str | None = None,
+        inference: Inference | None = None,
     ) -> None:
         super().__init__()
-        # How to run inference, and on which hardware, is not a property of the trained
-        # weights: left out of the checkpoint's hyperparameters, which LightningCLI would
-        # otherwise apply over the command line when given --ckpt_path (so
-        # `--model.inference slide` or `--model.eval_output_stride 8` would be lost).
-        self.save_hyperparameters(ignore=["net", "loss", *INFERENCE_SETTINGS])
-        self.eval_output_stride = eval_output_stride
-        self.predict_dir = predict_dir
+        # How to run inference is not a property of the trained weights: left out of the
+        # checkpoint's hyperparameters, which LightningCLI would otherwise apply over the
+        # command line when given --ckpt_path (so `--model.inference.init_args.mode slide` or
+        # `--model.inference.init_args.output_stride 8` would be lost).
+        self.save_hyperparameters(ignore=["net", "loss", "inference"])
+        num_classes = num_classes if num_classes is not None else _classes_of(net, class_names)
+        if class_names is not None and len(class_names) != num_classes:
+            raise ConfigError(
+                f"model.class_names holds {len(class_names)} names for {num_classes} classes"
+            )
         if getattr(net, "num_classes", num_classes) != num_classes:
             net.reset_classifier(num_classes)
-        if eval_output_stride is not None:
-            models.check_eval_output_stride(net, eval_output_stride)
-        if lr_scaling not in scaling.LR_RULES:
-            raise ConfigError(
-                f"model.lr_scaling={lr_scaling!r} is not a rule; allowed: {scaling.LR_RULES}"
-            )
-        if lr_base_batch_size < 1:
-            raise ConfigError(f"model.lr_base_batch_size={lr_base_batch_size} must be >= 1")
+        self.inference = Inference() if inference is None else inference
+        self.inference.check(net)
         check_param_groups(net, param_groups)
         self.net = net
         self.loss = CrossEntropyLoss() if loss is None else loss
-        self.class_names = list(class_names)
+        self.class_names = [str(n) for n in class_names or range(num_classes)]
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.val_confusion = confusion_matrix_metric(num_classes)
         self.test_confusion = confusion_matrix_metric(num_classes)
         self.last_result: dict | None = None
-        self.inference = Inference(
-            mode=inference,
-            window=window,
-            stride=stride,
-            scales=scales,
-            flip=flip,
-            batch_size=window_batch,
-        )
-        self._schedule_steps: int | None = None  # the total the scheduler was built for
-        self._restored_schedule: dict | None = None  # {"steps": m, "step": i} of a checkpoint
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W images -> B x num_classes x H x W logits.
@@ -193,32 +154,25 @@ class SegmentationModule(LightningModule):
         """
         return self.net(images)["out"]
 
-    def _eval_stride(self, evaluating: bool) -> None:
-        """Switches the net to ``eval_output_stride`` for evaluation, and back for training."""
-        stride = self.eval_output_stride
-        if stride is not None:
-            trained = self.net.base_output_stride
-            models.set_output_stride(self.net, stride if evaluating else trained)
-
     def on_validation_model_eval(self) -> None:
         super().on_validation_model_eval()
-        self._eval_stride(True)
+        self.inference.set_output_stride(self.net, evaluating=True)
 
     def on_validation_model_train(self) -> None:
-        self._eval_stride(False)
+        self.inference.set_output_stride(self.net, evaluating=False)
         super().on_validation_model_train()
 
     def on_test_model_eval(self) -> None:
         super().on_test_model_eval()
-        self._eval_stride(True)
+        self.inference.set_output_stride(self.net, evaluating=True)
 
     def on_test_model_train(self) -> None:
-        self._eval_stride(False)
+        self.inference.set_output_stride(self.net, evaluating=False)
         super().on_test_model_train()
 
     def on_predict_model_eval(self) -> None:
         super().on_predict_model_eval()
-        self._eval_stride(True)
+        self.inference.set_output_stride(self.net, evaluating=True)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         outputs = self.net(batch["image"])
@@ -255,23 +209,6 @@ class SegmentationModule(LightningModule):
             cropped = [p[:h, :w] for p, (h, w) in zip(preds, sizes, strict=True)]
             return {"name": batch["name"], "pred": cropped}
         return {"name": batch["name"], "pred": logits.argmax(1).to(torch.uint8)}
-
-    def configure_callbacks(self) -> list:
-        """When predicting without a prediction writer, adds one
-        (`aspp_seg.training.callbacks.PredictionWriter`)."""
-        from lightning.pytorch.callbacks import BasePredictionWriter
-
-        from aspp_seg.training.callbacks.prediction_writer import PredictionWriter
-
-        trainer = self._trainer
-        if trainer is None or trainer.state.fn != TrainerFn.PREDICTING:
-            return []
-        if any(isinstance(cb, BasePredictionWriter) for cb in trainer.callbacks):
-            return []
-        folder = self.predict_dir
-        if folder is None:
-            folder = str(Path(trainer.log_dir or ".") / "predictions")
-        return [PredictionWriter(folder, class_names=self.class_names)]
 
     def _eval_epoch_end(self, stage: str, confusion: nn.Module) -> None:
         counts = confusion.compute()
@@ -312,6 +249,14 @@ class SegmentationModule(LightningModule):
         self.print_table("val")
 
     def configure_optimizers(self) -> dict:
+        """The optimizer over the parameter groups, each group's LR times its
+        ``lr_mult``, and the schedule over the run's optimizer steps, stepped per step.
+
+        Callbacks act on what this returns once it exists: `LRScaling` scales the LR
+        (and rebuilds the schedule on it, with `scheduler_factory`), `ScheduleRetarget`
+        rebuilds the schedule when a resumed run has another length, `FastPaths` fuses
+        the optimizer's kernels.
+        """
         groups = build_param_groups(
             self,
             self.net,
@@ -320,78 +265,19 @@ class SegmentationModule(LightningModule):
         )
         optimizer = self.optimizer_factory(groups)
         apply_lr_mults(optimizer)
-        if self.hparams.lr_scaling != "none":
-            self._scale_lr(optimizer)
-        total = int(self.trainer.estimated_stepping_batches)
-        self._check_run_length(total)
-        self._schedule_steps = total
-        scheduler = self.scheduler_factory(optimizer, total)
+        scheduler = self.scheduler_factory(optimizer, int(self.trainer.estimated_stepping_batches))
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
-    # --- the schedule follows the run's length across resumes ---
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self._schedule_steps is not None:
-            checkpoint.setdefault(CHECKPOINT_KEY, {})["schedule_steps"] = self._schedule_steps
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        steps = (checkpoint.get(CHECKPOINT_KEY) or {}).get("schedule_steps")
-        if steps is None:  # checkpoints of older versions: the scheduler's own total
-            states = checkpoint.get("lr_schedulers") or [{}]
-            steps = states[0].get("total_iters")
-        self._restored_schedule = {
-            "steps": None if steps is None else int(steps),
-            "step": int(checkpoint.get("global_step", 0)),
-        }
-
-    def _check_run_length(self, total: int) -> None:
-        """A resumed run may be extended, not cut below the step it already reached."""
-        restored = self._restored_schedule
-        if restored is not None and total < restored["step"]:
-            raise ConfigError(
-                f"the checkpoint has trained {restored['step']} steps, more than the "
-                f"{total} that trainer.max_epochs={self.trainer.max_epochs} / "
-                f"trainer.max_steps={self.trainer.max_steps} give; set a longer run"
-            )
-
-    def on_train_start(self) -> None:
-        """Rebuilds the restored LR schedule when the run's length changed on resume."""
-        restored, total = self._restored_schedule, self._schedule_steps
-        if restored is None or restored["steps"] in (None, total):
-            return
-        for config in self.trainer.lr_scheduler_configs:
-            config.scheduler = retarget(config.scheduler, self.scheduler_factory, total)
-        rank_zero_info(f"aspp-seg: LR schedule: {restored['steps']} -> {total} steps")
-
-    def global_batch_size(self) -> int:
-        """Crops per optimizer step over all processes: per-device batch x processes x
-        gradient accumulation.
-
-        Raises:
-            ConfigError: when the training data comes without a data module that has a
-                ``batch_size``.
-        """
-        datamodule = getattr(self.trainer, "datamodule", None)
-        batch_size = getattr(datamodule, "batch_size", None)
-        if not isinstance(batch_size, int):
-            raise ConfigError(
-                "model.lr_scaling needs the batch size, but the training data has no data "
-                "module with a batch_size; set model.lr_scaling: none"
-            )
-        return batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
-
-    def _scale_lr(self, optimizer: Optimizer) -> None:
-        """Every param group's LR scaled from `lr_base_batch_size` to the global batch."""
-        rule, base = self.hparams.lr_scaling, self.hparams.lr_base_batch_size
-        batch = self.global_batch_size()
-        for group in optimizer.param_groups:
-            group["lr"] = scaling.scaled_lr(
-                group["lr"], global_batch_size=batch, base_batch_size=base, rule=rule
-            )
-        rank_zero_info(
-            f"aspp-seg: LR {optimizer.param_groups[0]['lr']:.4g} ({rule} rule: the "
-            f"configured LR for {base} crops, scaled to a global batch of {batch})"
+def _classes_of(net: nn.Module, class_names: Sequence[str] | None) -> int:
+    """The number of classes when none is given: the names', else the net's."""
+    count = len(class_names) if class_names else getattr(net, "num_classes", None)
+    if count is None:
+        raise ConfigError(
+            f"model.num_classes: {type(net).__name__} does not say its number of classes; "
+            "give num_classes (aspp-seg links it from data.num_classes)"
         )
+    return int(count)

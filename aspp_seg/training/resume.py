@@ -257,8 +257,8 @@ def evaluation_folder(cfg, stage: str) -> Path | None:
     config, predictions) go beside it, into ``<run>/validate/last/``,
     ``<run>/predict/best-epoch=05/``, ... and not into a new ``version_N`` folder. The
     folder-based loggers (CSV, TensorBoard) and ``default_root_dir`` are pointed there;
-    a W&B logger keeps its own run. Without ``predict_dir`` predictions are written there
-    too.
+    a W&B logger keeps its own run. Without ``--predict_dir`` predictions are written
+    there too.
 
     Args:
         cfg: the parsed config of the subcommand, changed in place.
@@ -292,8 +292,8 @@ def evaluation_folder(cfg, stage: str) -> Path | None:
             _set_init_arg(logger, "save_dir", str(folder.parent))
             _set_init_arg(logger, "name", "")
             _set_init_arg(logger, "version", folder.name)
-    if stage == "predict" and cfg["model"].get("predict_dir") is None:
-        cfg["model"]["predict_dir"] = str(folder)
+    if stage == "predict" and cfg.get("predict_dir") is None:
+        cfg["predict_dir"] = str(folder)
     return folder
 
 

@@ -4,6 +4,7 @@ with one warning line that names the new path."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -81,3 +82,39 @@ def test_a_run_folder_of_the_old_layout_loads_and_validates(
     assert sorted(tmp_path.rglob("val_iou.md")), "validate wrote no per-class table"
     saved = yaml.safe_load((run / "config.yaml").read_text())  # left as the user wrote it
     assert saved["model"]["loss"]["class_path"].startswith("aspp_seg.losses.")
+
+
+MOVED_NAMES = {  # 0.1 paths of data-set names -> where they live now (one file per data set)
+    "aspp_seg.data.labels.CITYSCAPES_CLASSES": "aspp_seg.data.datasets.cityscapes.CLASSES",
+    "aspp_seg.data.labels.CITYSCAPES_PALETTE": "aspp_seg.data.datasets.cityscapes.PALETTE",
+    "aspp_seg.data.labels.TABLE1_COLUMNS": "aspp_seg.data.datasets.cityscapes.COLUMNS",
+    "aspp_seg.data.labels.CITYSCAPES_LABEL_IDS": "aspp_seg.data.datasets.cityscapes.LABEL_IDS",
+    "aspp_seg.data.labels.to_train_ids": "aspp_seg.data.datasets.cityscapes.to_train_ids",
+    "aspp_seg.data.labels.CAMVID_CLASSES": "aspp_seg.data.datasets.camvid.CLASSES",
+    "aspp_seg.data.labels.CAMVID_ENCODING": "aspp_seg.data.datasets.camvid.ENCODING",
+    "aspp_seg.data.datamodules.CamVidDataModule": "aspp_seg.data.CamVidDataModule",
+    "aspp_seg.data.datamodules.CityscapesDataModule": "aspp_seg.data.CityscapesDataModule",
+    "aspp_seg.data.datamodules.DemoDataModule": "aspp_seg.data.DemoDataModule",
+    "aspp_seg.data.datamodules.FolderDataModule": "aspp_seg.data.FolderDataModule",
+}
+
+
+def _lookup(path: str):
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def test_old_paths_of_data_set_names_still_import_and_warn():
+    """Class tables and data modules moved into one file per data set; their 0.1 paths
+    give the same objects, with a DeprecationWarning naming the new path."""
+    for old, new in MOVED_NAMES.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = _lookup(old)
+        assert value is _lookup(new), old
+        messages = [str(w.message) for w in caught if w.category is DeprecationWarning]
+        assert len(messages) == 1 and messages[0].startswith(f"{old} moved to "), old
+        assert caught[0].filename == __file__  # points at the line that used the old path
+    from aspp_seg.data.labels import IGNORE_INDEX, LabelEncoding  # the generic names stay
+
+    assert IGNORE_INDEX == 255 and LabelEncoding.indices("x", 2).valid.sum() == 2

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
+from aspp_seg.cli.config import OLD_MODEL_SETTINGS
 from aspp_seg.cli.main import main
-from aspp_seg.training.module import INFERENCE_SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -57,7 +57,7 @@ def test_fit_then_validate_gives_the_same_miou(tiny_cityscapes, tmp_path, monkey
     # Settings for how to run (not what was trained) stay out of the checkpoint, so that
     # LightningCLI cannot apply them over the command line of a later --ckpt_path run.
     hparams = torch.load(last, weights_only=False)["hyper_parameters"]
-    assert not set(hparams) & set(INFERENCE_SETTINGS)
+    assert "inference" not in hparams and not set(hparams) & set(OLD_MODEL_SETTINGS)
     fit_row = _iou_row(run / "val_iou.csv")
     assert 0.0 <= float(fit_row["mIoU"]) <= 100.0
     with (run / "metrics.csv").open() as f:

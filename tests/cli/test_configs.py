@@ -16,6 +16,7 @@ from aspp_seg.cli.config import build_net, read_config
 from aspp_seg.cli.main import main
 from aspp_seg.data import DemoDataModule
 from aspp_seg.errors import ConfigError
+from aspp_seg.evaluation.inference import Inference
 from aspp_seg.models import ASPP, DeepLabV3, SegNet, deeplabv3, segnet
 from aspp_seg.models.heads import DeepLabV3PlusHead
 from aspp_seg.training.module import SegmentationModule
@@ -195,7 +196,7 @@ def test_train_at_16_evaluate_at_8(tiny_cityscapes, tmp_path):
     net = deeplabv3(
         num_classes=19, backbone="resnet18", pretrained=False, aspp=partial(ASPP, channels=16)
     )
-    module = SegmentationModule(net, eval_output_stride=8)
+    module = SegmentationModule(net, inference=Inference(output_stride=8))
     data = DemoDataModule(str(tiny_cityscapes), batch_size=2, val_batch_size=1, num_workers=0)
     strides = _Strides()
     trainer = Trainer(
@@ -220,13 +221,12 @@ def test_train_at_16_evaluate_at_8(tiny_cityscapes, tmp_path):
 
 
 def test_eval_output_stride_errors_at_construction():
-    with pytest.raises(ConfigError, match="eval_output_stride needs a DeepLab network"):
-        SegmentationModule(segnet(num_classes=19, pretrained=False), eval_output_stride=8)
-    net = deeplabv3(
-        num_classes=19, backbone="resnet18", pretrained=False, aspp=partial(ASPP, channels=16)
-    )
+    with pytest.raises(ConfigError, match=r"init_args.output_stride\) needs a DeepLab network"):
+        SegmentationModule(
+            segnet(num_classes=19, pretrained=False), inference=Inference(output_stride=8)
+        )
     with pytest.raises(ConfigError, match=r"output_stride=12 .*allowed"):
-        SegmentationModule(net, eval_output_stride=12)
+        Inference(output_stride=12)
 
 
 @pytest.mark.parametrize(
@@ -255,3 +255,57 @@ def test_invalid_head_settings_stop_with_one_line(args, message, tmp_path, capsy
     assert info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert errors == [f"aspp-seg: error: {message}"]
+
+
+def test_old_model_settings_are_read_at_their_new_place():
+    from aspp_seg.cli.config import MovedSettingWarning, translate_args, translate_config
+
+    new = {"model": {"inference": None, "aux_weight": 0.4}, "lr_scaling": {"rule": "none"}}
+    assert translate_config(new) is new  # nothing to move: the same mapping
+    old = {
+        "model": {"aux_weight": 0.4, "inference": "slide", "flip": True, "window_batch": 2,
+                  "lr_scaling": "linear", "predict_dir": "out"},
+        "model.eval_output_stride": 8,
+    }  # fmt: skip
+    with pytest.warns(MovedSettingWarning, match=r"model\.flip -> model\.inference\.init_args"):
+        moved = translate_config(old, predict_dir=True)
+    assert moved == {
+        "model": {
+            "aux_weight": 0.4,
+            "inference": {
+                "class_path": "aspp_seg.evaluation.inference.Inference",
+                "init_args": {"mode": "slide", "flip": True, "batch_size": 2, "output_stride": 8},
+            },
+        },
+        "lr_scaling": {"rule": "linear"},
+        "predict_dir": "out",
+    }
+    assert "predict_dir" in old["model"]  # the caller's mapping is left as it was
+    with pytest.warns(MovedSettingWarning, match=r"predict_dir -> dropped"):
+        assert "predict_dir" not in translate_config(old, predict_dir=False)
+
+    with pytest.warns(MovedSettingWarning, match="command line"):
+        args = translate_args(["predict", "--model.inference", "slide",
+                               "--model.window=[8, 8]", "--model.predict_dir", "out",
+                               "--model.aux_weight", "1"])  # fmt: skip
+    assert args == ["predict", "--model.inference.init_args.mode", "slide",
+                    "--model.inference.init_args.window=[8, 8]", "--predict_dir", "out",
+                    "--model.aux_weight", "1"]  # fmt: skip
+    with pytest.warns(MovedSettingWarning):
+        assert translate_args(["fit", "--model.predict_dir", "out"]) == ["fit"]
+    as_class = ["fit", "--model.inference", "Inference"]  # the new form names a class
+    assert translate_args(as_class) == as_class
+
+
+def test_old_flags_build_the_same_config_as_the_new_ones():
+    demo = ["--config", str(REPO / "configs" / "demo.yaml")]
+    with pytest.warns(FutureWarning):
+        old = read_config([*demo, "--model.inference", "slide", "--model.scales", "[0.5, 1.0]",
+                           "--model.eval_output_stride", "16",
+                           "--model.lr_scaling", "sqrt"])  # fmt: skip
+    new = read_config([*demo, "--model.inference.init_args.mode", "slide",
+                       "--model.inference.init_args.scales", "[0.5, 1.0]",
+                       "--model.inference.init_args.output_stride", "16",
+                       "--lr_scaling.rule", "sqrt"])  # fmt: skip
+    assert old == new
+    assert new.model.inference.init_args.output_stride == 16 and new.lr_scaling.rule == "sqrt"

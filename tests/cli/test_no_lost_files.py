@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from aspp_seg.cli.main import main
-from aspp_seg.data.synthetic import generate_demo_cityscapes, generated_settings
+from aspp_seg.data.datasets.demo import generate_demo_cityscapes, generated_settings
 from aspp_seg.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]

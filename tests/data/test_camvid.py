@@ -10,7 +10,8 @@ import numpy as np
 
 from aspp_seg.cli.main import main
 from aspp_seg.data import CamVidDataModule
-from aspp_seg.data.labels import CAMVID_CLASSES, IGNORE_INDEX
+from aspp_seg.data.datasets.camvid import CLASSES as CAMVID_CLASSES
+from aspp_seg.data.labels import IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,10 +13,9 @@ from PIL import Image
 
 from aspp_seg.cli.main import main
 from aspp_seg.data import CityscapesDataModule
-from aspp_seg.data.cityscapes import find_samples
 from aspp_seg.data.dataset import SegmentationDataset
-from aspp_seg.data.labels import to_train_ids
-from aspp_seg.data.synthetic import generate_demo_cityscapes
+from aspp_seg.data.datasets.cityscapes import find_samples, to_train_ids
+from aspp_seg.data.datasets.demo import generate_demo_cityscapes
 from aspp_seg.data.transforms import eval_transform
 from aspp_seg.errors import DataError
 

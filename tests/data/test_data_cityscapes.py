@@ -9,27 +9,28 @@ import pytest
 from PIL import Image
 
 from aspp_seg.data import CityscapesDataModule
-from aspp_seg.data.cityscapes import scan_split
-from aspp_seg.data.labels import (
-    CITYSCAPES_LABEL_IDS,
-    CITYSCAPES_TRAIN_IDS,
-    guess_cityscapes_kind,
-    label_values,
+from aspp_seg.data.datasets.cityscapes import (
+    LABEL_IDS,
+    TRAIN_IDS,
+    guess_kind,
+    scan_split,
     to_train_ids,
 )
+from aspp_seg.data.labels import label_values
 from aspp_seg.errors import ConfigError, DataError
 
 
 def test_kind_is_guessed_from_values():
     label_ids = np.array([[7, 8, 11, 23, 26, 1]], np.uint8)  # road .. car, ego vehicle
-    assert guess_cityscapes_kind(label_values(label_ids)) == "labelIds"
-    assert guess_cityscapes_kind(label_values(to_train_ids(label_ids))) == "labelTrainIds"
-    assert guess_cityscapes_kind(label_values(np.array([[0, 5, 18]], np.uint8))) is None
-    assert guess_cityscapes_kind(label_values(np.array([[40]], np.uint8))) is None
-    assert CITYSCAPES_LABEL_IDS.mistaken_for(label_values(to_train_ids(label_ids))) == (
-        "labelTrainIds"
+    assert guess_kind(label_values(label_ids)) == "labelIds"
+    assert guess_kind(label_values(to_train_ids(label_ids))) == "labelTrainIds"
+    assert guess_kind(label_values(np.array([[0, 5, 18]], np.uint8))) is None
+    assert guess_kind(label_values(np.array([[40]], np.uint8))) is None
+    assert LABEL_IDS.mistaken_for(label_values(to_train_ids(label_ids))) == (
+        "Cityscapes labelTrainIds"
     )
-    assert CITYSCAPES_TRAIN_IDS.mistaken_for(label_values(label_ids)) == "labelIds"
+    assert TRAIN_IDS.mistaken_for(label_values(label_ids)) == "Cityscapes labelIds"
+    assert LABEL_IDS.mistaken_for(label_values(label_ids)) is None  # it fits
 
 
 @pytest.fixture
@@ -44,8 +45,8 @@ def test_train_ids_preferred_per_file_and_label_kind_setting(tree):
     train_ids = first.with_name(first.name.replace("_labelIds", "_labelTrainIds"))
     Image.fromarray(to_train_ids(np.asarray(Image.open(first)))).save(train_ids)
     samples = scan_split(tree, "train").samples
-    assert samples[0].label == train_ids and samples[0].encoding is CITYSCAPES_TRAIN_IDS
-    assert all(s.encoding is CITYSCAPES_LABEL_IDS for s in samples[1:])
+    assert samples[0].label == train_ids and samples[0].encoding is TRAIN_IDS
+    assert all(s.encoding is LABEL_IDS for s in samples[1:])
     forced = scan_split(tree, "train", label_kind="labelIds").samples
     assert forced[0].label == first
     only_train_ids = scan_split(tree, "train", label_kind="labelTrainIds")

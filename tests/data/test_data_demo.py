@@ -9,7 +9,7 @@ import torch
 
 from aspp_seg.cli.main import main
 from aspp_seg.data import DemoDataModule
-from aspp_seg.data.synthetic import MARKER, generate_demo_cityscapes, generated_settings
+from aspp_seg.data.datasets.demo import MARKER, generate_demo_cityscapes, generated_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs" / "demo.yaml")

@@ -6,8 +6,8 @@ import torch
 
 from aspp_seg.data import DemoDataModule
 from aspp_seg.data.cache import build_cache
-from aspp_seg.data.cityscapes import find_samples
 from aspp_seg.data.dataset import collate_eval
+from aspp_seg.data.datasets.cityscapes import find_samples
 
 
 def test_eval_items_keep_the_label_size_training_items_resize(tiny_cityscapes):

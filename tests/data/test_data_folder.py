@@ -11,7 +11,7 @@ from PIL import Image
 
 from aspp_seg.cli.main import main
 from aspp_seg.data import FolderDataModule
-from aspp_seg.data.folder import load_class_table
+from aspp_seg.data.datasets.folder import load_class_table
 from aspp_seg.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]

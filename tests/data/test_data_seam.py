@@ -1,50 +1,99 @@
-"""A new data set is one class (how images pair with labels + its LabelEncoding) and a
-YAML: here one defined in this file only, fitted through ``--data`` class_path."""
+"""A new data set is one file plus one YAML: the file (classes, palette, label encoding,
+scan, ``evaluate`` format and data module, laid out as the files of
+`aspp_seg.data.datasets`) is written here into ``tmp_path``, outside the package; the YAML
+names its data module. It trains, validates and is scored by ``aspp-seg evaluate`` with
+its own format."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from aspp_seg.cli.main import main
-from aspp_seg.data import SegmentationDataModule
-from aspp_seg.data.dataset import MISSING_PARTNER, Problem, Sample, Scan
-from aspp_seg.data.labels import LabelEncoding
 
 REPO = Path(__file__).resolve().parents[2]
 
+DATA_SET_FILE = '''
+"""PNG pairs: ``<root>/<split>/<name>.png`` images with ``<name>.label.png`` masks."""
 
-class PngPairsDataModule(SegmentationDataModule):
-    """``<root>/<split>/<name>.png`` images with ``<name>.label.png`` masks, 3 classes.
+from pathlib import Path
 
-    Args:
-        root: the data set folder.
-        **kwargs: the shared settings of `SegmentationDataModule`.
-    """
+from aspp_seg.data.datasets import EvalFormat
+from aspp_seg.data.labels import LabelEncoding
+from aspp_seg.data.lazy import lazy_classes
+from aspp_seg.data.scan import MISSING_PARTNER, Problem, Sample, Scan
 
-    class_names = ("ground", "wall", "sky")
-    palette = ((128, 64, 128), (102, 102, 156), (70, 130, 180))
-    encoding = LabelEncoding.indices("PngPairs", 3, ignore=[255])
+CLASSES = ("ground", "wall", "sky")
+PALETTE = ((128, 64, 128), (102, 102, 156), (70, 130, 180))
+ENCODING = LabelEncoding.indices("PngPairs", len(CLASSES), ignore=[255])
 
-    def __init__(self, root: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.root = Path(root)
-        self._check_on_init()
 
-    def scan(self, split: str) -> Scan:
-        scan = Scan()
-        for image in sorted((self.root / split).glob("*.png")):
-            if image.name.endswith(".label.png"):
-                continue
-            label = image.with_name(image.stem + ".label.png")
-            if label.is_file():
-                scan.samples.append(Sample(image, label, self.encoding))
-            else:
-                scan.problems.append(Problem(MISSING_PARTNER, f"{image} has no {label}"))
-        return scan
+def scan_split(root, split: str) -> Scan:
+    scan = Scan()
+    for image in sorted((Path(root) / split).glob("*.png")):
+        if image.name.endswith(".label.png"):
+            continue
+        label = image.with_name(image.stem + ".label.png")
+        if label.is_file():
+            scan.samples.append(Sample(image, label, ENCODING))
+        else:
+            scan.problems.append(Problem(MISSING_PARTNER, f"{image} has no {label}"))
+    return scan
+
+
+def pair_key(path: Path) -> str:
+    return path.name.removesuffix(".png").removesuffix(".label")
+
+
+FORMATS = (
+    EvalFormat(
+        name="pngpairs",
+        class_names=CLASSES,
+        truth=ENCODING,
+        prediction=ENCODING.with_void(),
+        gt_globs=("*.label.png",),
+        key=pair_key,
+        help="PNG pairs: 0..2, 255 = ignore",
+    ),
+)
+
+
+def _data_module() -> type:
+    from aspp_seg.data import SegmentationDataModule
+
+    class PngPairsDataModule(SegmentationDataModule):
+        """PNG pairs, 3 classes.
+
+        Args:
+            root: the data set folder.
+            **kwargs: the shared settings of `SegmentationDataModule`.
+        """
+
+        class_names = CLASSES
+        palette = PALETTE
+
+        def __init__(self, root: str, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.root = Path(root)
+            self._check_on_init()
+
+        def scan(self, split: str) -> Scan:
+            return scan_split(self.root, split)
+
+    return PngPairsDataModule
+
+
+__getattr__ = lazy_classes(globals(), PngPairsDataModule=_data_module)
+'''
 
 
 def _write_set(root: Path) -> None:
@@ -61,19 +110,94 @@ def _write_set(root: Path) -> None:
             Image.fromarray(mask).save(root / split / f"f{i}.label.png")
 
 
-def test_a_data_module_defined_in_a_test_file_fits_the_demo_net(tmp_path, monkeypatch):
+@pytest.fixture
+def data_set(tmp_path, monkeypatch):
+    """``png_pairs.py`` (the data set file) on the path, its YAML, and its files."""
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "png_pairs.py").write_text(DATA_SET_FILE.lstrip())
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
     _write_set(tmp_path / "pairs")
+    config = tmp_path / "png_pairs.yaml"
+    config.write_text(
+        textwrap.dedent(f"""\
+            data:
+              class_path: png_pairs.PngPairsDataModule
+              init_args:
+                root: {tmp_path / "pairs"}
+                batch_size: 2
+                val_batch_size: 2
+                num_workers: 0
+            """)
+    )
     monkeypatch.chdir(tmp_path)
-    main(["fit", "--config", str(REPO / "configs" / "demo.yaml"),
-          "--data", f"{__name__}.PngPairsDataModule",
-          "--data.init_args.root", str(tmp_path / "pairs"),
-          "--data.init_args.batch_size", "2", "--data.init_args.val_batch_size", "2",
-          "--data.init_args.num_workers", "0",
-          "--model.net.init_args.aspp.init_args.channels", "16",
-          "--trainer.max_epochs", "1", "--trainer.logger", "false",
-          "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false",
+    yield tmp_path, config
+    sys.modules.pop("png_pairs", None)
+
+
+TINY = ["--model.net.init_args.aspp.init_args.channels", "16",
+        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+
+
+def test_a_data_set_file_and_a_yaml_fit_validate_and_evaluate(data_set, capsys):
+    tmp_path, config = data_set
+    demo = str(REPO / "configs" / "demo.yaml")
+    main(["fit", "--config", demo, "--config", str(config), *TINY,
+          "--trainer.max_epochs", "1", "--trainer.callbacks", "[]",
           "--trainer.default_root_dir", str(tmp_path / "run")])  # fmt: skip
-    checkpoint = torch.load(next((tmp_path / "run").rglob("*.ckpt")), weights_only=False)
+    ckpt = next((tmp_path / "run").rglob("*.ckpt"))
+    checkpoint = torch.load(ckpt, weights_only=False)
     assert checkpoint["global_step"] == 2  # 4 frames / batch 2
     head = [v for k, v in checkpoint["state_dict"].items() if k.endswith(".weight")][-1]
     assert head.shape[0] == 3  # the model took its class count from the data module
+
+    for table in tmp_path.rglob("val_iou.md"):  # fit's
+        table.unlink()
+    main(["validate", "--config", demo, "--config", str(config), *TINY,
+          "--ckpt_path", str(ckpt)])  # fmt: skip
+    (table,) = tmp_path.rglob("val_iou.md")
+    assert table.read_text().startswith("| ground | wall | sky | mIoU |")  # the data's classes
+
+    # predictions: the val labels with the wall (class 1) painted as ground, 255 as void
+    for label in sorted((tmp_path / "pairs" / "val").glob("*.label.png")):
+        pred = np.array(Image.open(label))
+        pred[pred == 1] = 0
+        (tmp_path / "pred").mkdir(exist_ok=True)
+        Image.fromarray(pred).save(tmp_path / "pred" / label.name.replace(".label", ""))
+    capsys.readouterr()
+    main(["evaluate", "--gt", str(tmp_path / "pairs" / "val"), "--pred", str(tmp_path / "pred"),
+          "--format", "png_pairs", "--json", str(tmp_path / "scores.json")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "2 image pairs scored" in out and "| ground | wall | sky | mIoU |" in out
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["iou"]["wall"] == 0.0 and scores["iou"]["sky"] == 1.0
+    assert 0 < scores["iou"]["ground"] < 1
+
+    by_file = tmp_path / "by_file.json"  # the same file named by its path
+    main(["evaluate", "--gt", str(tmp_path / "pairs" / "val"), "--pred", str(tmp_path / "pred"),
+          "--format", str(tmp_path / "code" / "png_pairs.py") + ":pngpairs",
+          "--json", str(by_file)])  # fmt: skip
+    assert json.loads(by_file.read_text())["iou"] == scores["iou"]
+
+
+def test_a_data_set_file_gives_its_format_without_torch(data_set):
+    """Its description and format load without torch and Lightning (`evaluate`'s path);
+    its data module is made on first use, under the path a config names it by."""
+    tmp_path, _ = data_set
+    code = (
+        "import sys\n"
+        "import png_pairs\n"
+        "from aspp_seg.data.datasets import find_format\n"
+        "assert find_format('png_pairs').class_names == ('ground', 'wall', 'sky')\n"
+        "print(sorted({k.split('.')[0] for k in sys.modules} & {'torch', 'lightning'}))\n"
+        "cls = png_pairs.PngPairsDataModule\n"
+        "print(f'{cls.__module__}.{cls.__qualname__}', 'lightning' in sys.modules)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "code"), str(REPO)])},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines() == ["[]", "png_pairs.PngPairsDataModule True"]

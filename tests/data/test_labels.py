@@ -1,14 +1,14 @@
 import numpy as np
 from cityscapesscripts.helpers.labels import id2label, labels, trainId2label
 
-from aspp_seg.data.labels import (
-    CITYSCAPES_CLASSES,
-    IGNORE_INDEX,
+from aspp_seg.data.datasets.cityscapes import (
+    CLASSES,
+    COLUMNS,
     LABEL_ID_TO_TRAIN_ID,
-    TABLE1_COLUMNS,
     TRAIN_ID_TO_LABEL_ID,
     to_train_ids,
 )
+from aspp_seg.data.labels import IGNORE_INDEX
 
 
 def test_every_label_id_maps_like_cityscapesscripts():
@@ -27,8 +27,8 @@ def test_unknown_label_ids_are_ignored():
 
 
 def test_nineteen_classes_in_train_id_order():
-    assert len(CITYSCAPES_CLASSES) == 19 == len(TABLE1_COLUMNS)
-    for train_id, name in enumerate(CITYSCAPES_CLASSES):
+    assert len(CLASSES) == 19 == len(COLUMNS)
+    for train_id, name in enumerate(CLASSES):
         assert trainId2label[train_id].name == name
 
 

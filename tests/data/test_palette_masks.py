@@ -16,8 +16,8 @@ from PIL import Image
 
 from aspp_seg.cli.main import main
 from aspp_seg.data import FolderDataModule
-from aspp_seg.data.folder import _default_palette
 from aspp_seg.data.io import read_label
+from aspp_seg.data.labels import distinct_palette
 from aspp_seg.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ FOLDER_CONFIG = str(REPO / "configs" / "folder_example.yaml")
 NAMES = ["background", "road", "car"]
 # PASCAL VOC's colours: index i is drawn in a colour whose channels are not i, so a
 # reader that expands the palette cannot pass by accident
-VOC_PALETTE = [v for colour in _default_palette(256) for v in colour]
+VOC_PALETTE = [v for colour in distinct_palette(256) for v in colour]
 
 
 def _save_palette(path: Path, indices: np.ndarray) -> None:

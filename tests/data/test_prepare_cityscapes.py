@@ -13,8 +13,8 @@ from PIL import Image
 
 from aspp_seg.cli.main import main
 from aspp_seg.data import CityscapesDataModule
-from aspp_seg.data.labels import to_train_ids
-from aspp_seg.data.synthetic import generate_demo_cityscapes
+from aspp_seg.data.datasets.cityscapes import to_train_ids
+from aspp_seg.data.datasets.demo import generate_demo_cityscapes
 
 
 @pytest.fixture

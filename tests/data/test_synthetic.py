@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aspp_seg.data.labels import IGNORE_INDEX, VALID_LABEL_IDS, to_train_ids
-from aspp_seg.data.synthetic import generate_demo_cityscapes
+from aspp_seg.data.datasets.cityscapes import VALID_LABEL_IDS, to_train_ids
+from aspp_seg.data.datasets.demo import generate_demo_cityscapes
+from aspp_seg.data.labels import IGNORE_INDEX
 from aspp_seg.evaluation.metrics import scores
 
 NAME = re.compile(r"^([a-z]+)_(\d{6})_(\d{6})_leftImg8bit\.png$")

@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from aspp_seg.data.labels import IGNORE_INDEX, to_train_ids
+from aspp_seg.data.datasets.cityscapes import to_train_ids
+from aspp_seg.data.labels import IGNORE_INDEX
 from aspp_seg.data.sampler import UnpaddedDistributedSampler
 
 

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from aspp_seg.cli.main import main
-from aspp_seg.data.labels import CITYSCAPES_CLASSES, LABEL_ID_TO_TRAIN_ID
+from aspp_seg.data.datasets import find_format, known_formats
+from aspp_seg.data.datasets.cityscapes import CLASSES as CITYSCAPES_CLASSES
+from aspp_seg.data.datasets.cityscapes import LABEL_ID_TO_TRAIN_ID
 from aspp_seg.errors import DataError
-from aspp_seg.evaluation.folder import FORMATS, evaluate_folders
+from aspp_seg.evaluation.folder import evaluate_folders
 from benchmarks.evaluate_speed import _official, _write, make_cityscapes_pairs
 
 
@@ -125,19 +127,48 @@ def test_size_mismatch_is_named(tmp_path):
 
 
 def test_every_format_has_consistent_tables():
-    for fmt in FORMATS.values():
+    for fmt in known_formats().values():
         assert fmt.truth.lut.shape == fmt.prediction.lut.shape == (256,)
         valid = np.flatnonzero(fmt.truth.valid)
         assert set(fmt.truth.lut[valid]) <= set(range(len(fmt.class_names))) | {255}
 
 
 def test_formats_decode_with_the_data_modules_encodings(tmp_path):
-    """Scores and training read label files through the same `LabelEncoding` objects."""
+    """Scores and training read label files through the same `LabelEncoding` objects,
+    defined once in the data set's file."""
     from aspp_seg.data import CamVidDataModule, CityscapesDataModule
-    from aspp_seg.data.labels import CITYSCAPES_ENCODINGS
+    from aspp_seg.data.datasets import camvid, cityscapes
 
-    assert FORMATS["cityscapes"].truth is CITYSCAPES_ENCODINGS["labelIds"]
-    assert FORMATS["trainid"].truth is CITYSCAPES_ENCODINGS["labelTrainIds"]
-    assert FORMATS["camvid"].truth is CamVidDataModule.encoding
-    assert FORMATS["cityscapes"].class_names == tuple(CityscapesDataModule.class_names)
-    assert FORMATS["camvid"].class_names == tuple(CamVidDataModule.class_names)
+    assert find_format("cityscapes").truth is cityscapes.ENCODINGS["labelIds"]
+    assert find_format("trainid").truth is cityscapes.ENCODINGS["labelTrainIds"]
+    assert find_format("camvid").truth is CamVidDataModule.encoding is camvid.ENCODING
+    assert find_format("cityscapes").class_names == tuple(CityscapesDataModule.class_names)
+    assert find_format("camvid").class_names == tuple(CamVidDataModule.class_names)
+    assert [f.name for f in find_format("cityscapes").alternatives] == ["trainid"]
+
+
+def test_an_unknown_format_is_one_line_naming_the_known_ones(tmp_path, capsys):
+    _small_pair(tmp_path, "a.png", np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+              "--format", "camvd"])  # fmt: skip
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("aspp-seg: error: --format 'camvd' is not known; allowed: ")
+    assert all(f" {name}," in line for name in ("cityscapes", "trainid", "camvid"))
+
+
+def test_a_class_yaml_is_the_format_of_a_folder_data_set(tmp_path):
+    """``--format classes.yaml`` scores masks with the folder data set's class table."""
+    (tmp_path / "classes.yaml").write_text("names: [ground, wall, sky]\nignore_index: 9\n")
+    gt = np.array([[0, 1, 2, 9]], dtype=np.uint8)  # 9: ignored
+    pred = np.array([[0, 2, 2, 255]], dtype=np.uint8)  # 255: a void prediction
+    _small_pair(tmp_path, "x.png", gt, pred)
+    result = evaluate_folders(
+        tmp_path / "gt", tmp_path / "pred", format=str(tmp_path / "classes.yaml")
+    )
+    assert result["class_names"] == ("ground", "wall", "sky")
+    assert result["iou"] == pytest.approx([1.0, 0.0, 0.5])
+    _write(tmp_path / "gt" / "x.png", np.array([[0, 1, 2, 7]], dtype=np.uint8))
+    with pytest.raises(DataError, match=r"gt/x\.png holds values 7, not valid for --format"):
+        evaluate_folders(tmp_path / "gt", tmp_path / "pred", format=str(tmp_path / "classes.yaml"))

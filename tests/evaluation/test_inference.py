@@ -122,20 +122,31 @@ def test_bad_settings_are_config_errors(kwargs, needle):
         Inference(**kwargs)
 
 
-def _module(**kwargs):
+def _module(inference: Inference | None = None):
     from aspp_seg.training.module import SegmentationModule
 
     torch.manual_seed(0)
     net = deeplabv3(num_classes=5, backbone="resnet18", pretrained=False, output_stride=8,
                     aspp=partial(ASPP, rates=(1, 2), channels=16))  # fmt: skip
-    return SegmentationModule(net, num_classes=5, class_names=list("abcde"), **kwargs).eval()
+    return SegmentationModule(net, class_names=list("abcde"), inference=inference).eval()
+
+
+def test_class_names_are_the_datas_or_the_class_indices():
+    from aspp_seg.training.module import SegmentationModule
+
+    net = deeplabv3(num_classes=3, backbone="resnet18", pretrained=False,
+                    aspp=partial(ASPP, rates=(1, 2), channels=8))  # fmt: skip
+    assert SegmentationModule(net).class_names == ["0", "1", "2"]  # no data set's names
+    assert SegmentationModule(net, class_names=("x", "y")).net.num_classes == 2
+    with pytest.raises(ConfigError, match="holds 2 names for 4 classes"):
+        SegmentationModule(net, num_classes=4, class_names=("x", "y"))
 
 
 @torch.no_grad()
-def test_module_evaluates_with_the_configured_mode():
+def test_module_evaluates_with_the_injected_inference():
     batch = {"image": torch.randn(2, 3, 64, 96), "mask": torch.randint(0, 5, (2, 64, 96))}
     whole = _module()
-    slide = _module(inference="slide", window=(64, 96), stride=(32, 48), flip=False)
+    slide = _module(Inference(mode="slide", window=(64, 96), stride=(32, 48)))
     slide.load_state_dict(whole.state_dict())
     assert slide.inference.mode == "slide" and whole.inference.is_plain
     whole._eval_step(batch, whole.val_confusion)
@@ -143,12 +154,30 @@ def test_module_evaluates_with_the_configured_mode():
     assert torch.equal(whole.val_confusion.compute(), slide.val_confusion.compute())
     # inference settings stay out of the checkpoint's hyperparameters, so that the
     # command line's --model.inference wins over them when loading with --ckpt_path
-    assert "inference" not in slide.hparams and "num_classes" in slide.hparams
+    assert "inference" not in slide.hparams and "class_names" in slide.hparams
+
+
+@torch.no_grad()
+def test_output_stride_switches_for_evaluation_and_back():
+    net = deeplabv3(num_classes=5, backbone="resnet18", pretrained=False, output_stride=16,
+                    aspp=partial(ASPP, rates=(1, 2), channels=16))  # fmt: skip
+    inference = Inference(output_stride=8)
+    inference.check(net)
+    inference.set_output_stride(net)
+    assert (net.output_stride, net.head.aspp.rates) == (8, (2, 4))  # rates scale with it
+    inference.set_output_stride(net, evaluating=False)
+    assert (net.output_stride, net.head.aspp.rates) == (16, (1, 2))
+    Inference().set_output_stride(net)  # None: the trained stride
+    assert net.output_stride == 16
+    with pytest.raises(ConfigError, match="output_stride=12 is not supported"):
+        Inference(output_stride=12)
+    with pytest.raises(ConfigError, match="not all integers"):
+        _module(Inference(output_stride=32))  # rates 1, 2 at OS8 would be 0.25, 0.5
 
 
 @torch.no_grad()
 def test_predict_step_returns_labels_at_the_file_size():
-    module = _module(scales=(1.0, 0.5), flip=True)
+    module = _module(Inference(scales=(1.0, 0.5), flip=True))
     batch = {"image": torch.randn(2, 3, 32, 48), "name": ["a", "b"],
              "size": torch.tensor([[64, 96], [64, 96]])}  # fmt: skip
     out = module.predict_step(batch, 0)

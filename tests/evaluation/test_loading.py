@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import aspp_seg
+from aspp_seg.cli.config import MovedSettingWarning
 from aspp_seg.cli.main import main
-from aspp_seg.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from aspp_seg.data.datasets.cityscapes import CLASSES as CITYSCAPES_CLASSES
+from aspp_seg.data.datasets.cityscapes import PALETTE as CITYSCAPES_PALETTE
 from aspp_seg.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +31,7 @@ def test_predicts_what_aspp_seg_predict_writes(tiny_checkpoint, image, tmp_path,
     out = tmp_path / "out"
     main(["predict", "--config", str(tiny_checkpoint.parent.parent / "config.yaml"),
           "--ckpt_path", str(tiny_checkpoint), "--trainer.logger", "false",
-          "--data.init_args.predict_source", str(image), "--model.predict_dir", str(out),
+          "--data.init_args.predict_source", str(image), "--predict_dir", str(out),
           "--trainer.default_root_dir", str(tmp_path),  # keep the run's config.yaml
           "--trainer.enable_progress_bar", "false"])  # fmt: skip
     written = cv2.imread(str(out / "trainIds" / image.name), cv2.IMREAD_UNCHANGED)
@@ -56,7 +60,9 @@ def test_array_tensor_and_checkpoint_inputs_agree(tiny_checkpoint, image):
 
 
 def test_inference_settings_come_from_the_config(tiny_checkpoint, image):
-    model = aspp_seg.load_model(tiny_checkpoint, overrides=["--model.flip", "true"])
+    model = aspp_seg.load_model(
+        tiny_checkpoint, overrides=["--model.inference.init_args.flip", "true"]
+    )
     assert model.inference.flip
     assert model.predict(image).shape == (64, 128)
 
@@ -67,3 +73,65 @@ def test_missing_run_is_one_user_error(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(UserError, match=r"no \*\.ckpt"):
         aspp_seg.load_model(tmp_path / "run")
+
+
+OLD_MODEL_KEYS = {  # a run of aspp-seg 0.2 saved these flat in config.yaml's model
+    "lr_scaling": "none", "lr_base_batch_size": 8, "eval_output_stride": None,
+    "inference": "slide", "window": [32, 64], "stride": None, "scales": [1.0],
+    "flip": True, "window_batch": 2, "predict_dir": None,
+}  # fmt: skip
+
+
+def _old_run(checkpoint: Path, folder: Path, **hparams) -> tuple[Path, Path]:
+    """A copy of the run of `checkpoint` as aspp-seg 0.2 wrote it: the inference and LR
+    scaling settings flat in config.yaml's model, and in the checkpoint's
+    hyperparameters eval_output_stride and the LR scaling (plus `hparams`). Returns the
+    run folder and its checkpoint."""
+    shutil.copytree(checkpoint.parent.parent, folder)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    del config["lr_scaling"], config["model"]["inference"]
+    config["model"].update(OLD_MODEL_KEYS)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    path = folder / "checkpoints" / checkpoint.name
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    old = {"eval_output_stride": None, "lr_scaling": "none", "lr_base_batch_size": 8}
+    state["hyper_parameters"].update({**old, **hparams})
+    torch.save(state, path)
+    return folder, path
+
+
+def test_a_run_of_aspp_seg_0_2_loads_with_its_inference_settings(tiny_checkpoint, image, tmp_path):
+    run, _ = _old_run(tiny_checkpoint, tmp_path / "old")
+    with pytest.warns(MovedSettingWarning) as caught:
+        model = aspp_seg.load_model(run)
+    lines = [str(w.message) for w in caught if w.category is MovedSettingWarning]
+    assert len(lines) == 1 and "\n" not in lines[0]  # one line naming every new place
+    assert "model.window -> model.inference.init_args.window" in lines[0]
+    assert "model.lr_scaling -> lr_scaling.rule" in lines[0]
+    inference = model.inference
+    assert (inference.mode, inference.window, inference.flip) == ("slide", (32, 64), True)
+    assert inference.batch_size == 2 and inference.output_stride is None
+    assert model.predict(image).shape == (64, 128)
+
+
+def test_a_run_of_aspp_seg_0_2_validates(tiny_checkpoint, tiny_cityscapes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run, checkpoint = _old_run(tiny_checkpoint, tmp_path / "old", eval_output_stride=16)
+    with pytest.warns(MovedSettingWarning) as caught:
+        main(["validate", "--config", str(run / "config.yaml"), "--ckpt_path", str(checkpoint),
+              "--data.init_args.root", str(tiny_cityscapes), "--trainer.limit_val_batches", "1",
+              "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    lines = [str(w.message) for w in caught if w.category is MovedSettingWarning]
+    assert any("model.flip -> model.inference.init_args.flip" in line for line in lines)
+    # the checkpoint's eval_output_stride is not applied over the config: one line says
+    # where that setting lives now
+    assert any(
+        "eval_output_stride=16" in line and "set model.inference.init_args.output_stride" in line
+        for line in lines
+    )
+    folder = run / "validate" / checkpoint.stem
+    assert (folder / "val_iou.md").is_file()
+    saved = yaml.safe_load((folder / "config.yaml").read_text())  # written in the new form
+    assert not set(saved["model"]) & set(OLD_MODEL_KEYS) - {"inference"}
+    assert saved["model"]["inference"]["init_args"]["mode"] == "slide"
+    assert saved["model"]["inference"]["init_args"]["output_stride"] is None

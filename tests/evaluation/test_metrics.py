@@ -60,7 +60,7 @@ def test_tables_have_the_study_columns():
     iou = [0.5] * 19
     md = iou_markdown(iou, 0.5, [f"c{i}" for i in range(19)])
     assert md.splitlines()[0].startswith("| c0 |")
-    from aspp_seg.data.labels import CITYSCAPES_CLASSES
+    from aspp_seg.data.datasets.cityscapes import CLASSES as CITYSCAPES_CLASSES
 
     md = iou_markdown(iou, 0.5, CITYSCAPES_CLASSES)
     assert "| Road | Sidewalk |" in md and md.splitlines()[0].endswith("| mIoU |")
@@ -94,7 +94,7 @@ def test_raw_histogram_reduces_with_lookup_tables():
 
     gt = np.array([[7, 7, 8, 0]], dtype=np.uint8)  # labelIds road, road, sidewalk, unlabeled
     pred = np.array([[7, 0, 8, 8]], dtype=np.uint8)
-    from aspp_seg.data.labels import LABEL_ID_TO_TRAIN_ID as LUT
+    from aspp_seg.data.datasets.cityscapes import LABEL_ID_TO_TRAIN_ID as LUT
 
     cm = reduce_histogram(pair_histogram(gt, pred), LUT, LUT, 19)
     assert cm.shape == (19, 20)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from aspp_seg.cli.main import main
-from aspp_seg.data.labels import to_train_ids
+from aspp_seg.data.datasets.cityscapes import to_train_ids
 
 REPO = Path(__file__).resolve().parents[2]
 HALF = "[32, 64]"  # the tiny frames are 64 x 128
@@ -44,7 +44,7 @@ def test_validation_at_half_size_scores_full_size_labels(tiny_cityscapes, tmp_pa
 
     predictions = tmp_path / "predictions"
     main(["predict", *_args(tiny_cityscapes), "--ckpt_path", str(checkpoint),
-          "--model.predict_dir", str(predictions),
+          "--predict_dir", str(predictions),
           "--trainer.default_root_dir", str(tmp_path / "predict_run")])  # fmt: skip
     written = sorted((predictions / "labelIds").rglob("*.png"))
     assert len(written) == len(labels)

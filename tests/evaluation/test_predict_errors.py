@@ -27,7 +27,7 @@ def _predict(checkpoint: Path, source: Path, out: Path, *, workers: int = 0) -> 
         "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]",
         "--trainer.logger", "false",
         "--ckpt_path", str(checkpoint),
-        "--data.init_args.predict_source", str(source), "--model.predict_dir", str(out),
+        "--data.init_args.predict_source", str(source), "--predict_dir", str(out),
     ]  # fmt: skip
 
 
@@ -92,7 +92,7 @@ def test_an_output_folder_under_a_file_is_named_before_predicting(
     err, line = _fails(capfd, _predict(tiny_checkpoint, source, out))
     assert "Traceback" not in err
     assert line == (
-        f"aspp-seg: error: cannot write predictions to {out} (model.predict_dir): "
+        f"aspp-seg: error: cannot write predictions to {out} (predict_dir): "
         f"{tmp_path / 'taken'} is a file, not a folder"
     )
     (tmp_path / "out").mkdir()
@@ -124,9 +124,7 @@ def test_a_read_only_output_folder_is_named_before_predicting(
     finally:
         out.chmod(0o755)
     assert "Traceback" not in err
-    assert line.startswith(
-        f"aspp-seg: error: cannot write predictions to {out} (model.predict_dir)"
-    )
+    assert line.startswith(f"aspp-seg: error: cannot write predictions to {out} (predict_dir)")
     assert not any(out.iterdir())
 
 
@@ -143,7 +141,7 @@ def test_outputs_inside_the_source_are_not_read_back_nor_overwritten(
     err, line = _fails(capfd, _predict(tiny_checkpoint, source, out))
     assert "Traceback" not in err
     assert line.startswith("aspp-seg: error: input ")
-    assert f"lies in {out}/" in line and "(model.predict_dir)" in line
+    assert f"lies in {out}/" in line and "(predict_dir)" in line
     assert {p: p.read_bytes() for p in out.rglob("*.png")} == before
 
 

@@ -169,9 +169,9 @@ def test_output_stride_switch(name):
     net = build(name).eval()
     x = example_images(CHECK_SIZE)
     if not takes_output_stride(name):
-        with pytest.raises(ConfigError, match="eval_output_stride needs a DeepLab network"):
+        with pytest.raises(ConfigError, match=r"output_stride\) needs a DeepLab network"):
             check_eval_output_stride(net, 8)
-        with pytest.raises(ConfigError, match="eval_output_stride needs a DeepLab network"):
+        with pytest.raises(ConfigError, match=r"output_stride\) needs a DeepLab network"):
             set_output_stride(net, 8)
         return
     built = net.output_stride

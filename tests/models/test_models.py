@@ -201,9 +201,9 @@ def test_eval_output_stride_errors_name_the_setting():
     net = deeplabv3(num_classes=3, aspp=aspp(rates=[6, 12, 18]), **TINY)
     with pytest.raises(ConfigError, match=r"output_stride=12 .*allowed"):
         check_eval_output_stride(net, 12)
-    with pytest.raises(ConfigError, match=r"eval_output_stride=32 .*\[1.5, 3.0, 4.5\]"):
+    with pytest.raises(ConfigError, match=r"output_stride\)=32 .*\[1.5, 3.0, 4.5\]"):
         check_eval_output_stride(deeplabv3(num_classes=3, aspp=aspp(rates=[3, 6, 9]), **TINY), 32)
-    with pytest.raises(ConfigError, match="eval_output_stride needs a DeepLab network"):
+    with pytest.raises(ConfigError, match=r"output_stride\) needs a DeepLab network"):
         check_eval_output_stride(SegNet(3, stages=((4,), (8,))), 8)
     check_eval_output_stride(net, 8)
     assert net.output_stride == 16  # checking changes nothing

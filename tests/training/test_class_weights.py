@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from aspp_seg.cli.main import main
-from aspp_seg.data.labels import to_train_ids
+from aspp_seg.data.datasets.cityscapes import to_train_ids
 from aspp_seg.training.losses import CrossEntropyLoss, class_weights
 
 REPO = Path(__file__).resolve().parents[2]

@@ -146,7 +146,7 @@ def test_two_process_ddp_on_cpu_keeps_replicas_identical(tiny_cityscapes, tmp_pa
         "--data.init_args.predict_source", str(source),
         "--data.init_args.num_workers", "0",
         "--model.net.init_args.aspp.init_args.channels", "16",
-        "--model.predict_dir", str(out),
+        "--predict_dir", str(out),
     ]  # fmt: skip
     result = run_group(predict, cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,35 @@ def test_a_shorter_run_than_the_checkpoint_is_one_line(tiny_cityscapes, tmp_path
     with pytest.raises(SystemExit) as exit_info:
         _fit(tiny_cityscapes, "--trainer.max_epochs", "1", "--ckpt_path", "last")
     assert exit_info.value.code == 2
+
+
+def test_a_checkpoint_of_aspp_seg_0_2_is_extended_too(
+    tiny_checkpoint, tiny_cityscapes, tmp_path, monkeypatch, caplog
+):
+    """A 0.2 checkpoint: the LR scaling and evaluation stride in its hyperparameters (the
+    module's then) are not applied; its schedule's length, under aspp-seg's own key as
+    the module wrote it, is read by the callback that rebuilds the schedule now."""
+    import torch
+
+    from aspp_seg.cli.config import MovedSettingWarning
+
+    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    state["hyper_parameters"].update(lr_scaling="none", lr_base_batch_size=8,
+                                     eval_output_stride=None)  # fmt: skip
+    steps = state["aspp_seg"]["schedule_steps"]
+    state["lr_schedulers"][0]["total_iters"] = 999  # the key wins over the scheduler's own
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["fit", "--config", str(REPO / "configs" / "demo.yaml"),
+              "--data.init_args.root", str(tiny_cityscapes), "--data.init_args.batch_size", "4",
+              "--data.init_args.num_workers", "0",
+              "--model.net.init_args.aspp.init_args.channels", "16",
+              "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0",
+              "--trainer.logger", "false", "--trainer.callbacks", "[]",
+              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+              "--ckpt_path", str(old)])  # fmt: skip
+    assert f"LR schedule: {steps} -> 4 steps" in caplog.text
+    assert not [w for w in caught if w.category is MovedSettingWarning]  # old defaults: silent

@@ -194,7 +194,7 @@ def _weights_of(run: Path) -> list[float]:
 
 
 def test_class_weights_come_from_the_generated_and_regenerated_demo(tmp_path, capfd):
-    from aspp_seg.data.cityscapes import scan_split
+    from aspp_seg.data.datasets.cityscapes import scan_split
     from aspp_seg.training.callbacks.class_weights import label_histogram
     from aspp_seg.training.losses import class_weights
 

@@ -1,4 +1,5 @@
-"""The scale and speed switches of `aspp_seg.training.hardware`, and how the module applies them."""
+"""The scale and speed switches of `aspp_seg.training.hardware`, and the callbacks that
+apply them to a run (`FastPaths`, `LRScaling`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from torch import nn
 
-from aspp_seg.data.datamodules import DemoDataModule, per_device_batch_size
+from aspp_seg.data import DemoDataModule
+from aspp_seg.data.datamodules import per_device_batch_size
 from aspp_seg.errors import ConfigError
 from aspp_seg.models import ASPP, deeplabv3
 from aspp_seg.training import hardware as scaling
-from aspp_seg.training.callbacks.fast_paths import FastPaths
+from aspp_seg.training.callbacks import FastPaths, LRScaling, ScheduleRetarget
 from aspp_seg.training.module import SegmentationModule
 
 
@@ -24,16 +26,19 @@ def _tiny_net(**kwargs) -> nn.Module:
                      aspp=partial(ASPP, channels=8), **kwargs)  # fmt: skip
 
 
-def _fit(module, root, tmp_path, fast_paths=None, **trainer_kwargs) -> Trainer:
+def _fit(
+    module, root, tmp_path, fast_paths=None, callbacks=(), ckpt_path=None, **trainer_kwargs
+) -> Trainer:
     """Trains `module` on `root` (demo layout, batch 4) on CPU without logs or checkpoints,
     with the `FastPaths` callback that `aspp-seg` adds to every run."""
     datamodule = DemoDataModule(str(root), batch_size=4, num_workers=0)
     trainer = Trainer(
         accelerator="cpu", limit_val_batches=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, default_root_dir=tmp_path,
-        callbacks=[fast_paths or FastPaths()], **trainer_kwargs,
+        callbacks=[fast_paths or FastPaths(), *callbacks], **trainer_kwargs,
     )  # fmt: skip
-    trainer.fit(module, datamodule)
+    # the module's hyperparameters hold this file's optimizer function: not weights only
+    trainer.fit(module, datamodule, ckpt_path=ckpt_path, weights_only=False)
     return trainer
 
 
@@ -94,9 +99,10 @@ def test_fused_sgd_takes_the_same_step_as_foreach():
     params = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))]
     copies = [nn.Parameter(p.detach().clone()) for p in params]
     plain = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
-    fused = scaling.fuse_optimizer(
-        torch.optim.SGD([{"params": copies, "lr": 0.1}], lr=0.5, momentum=0.9, weight_decay=1e-4)
+    fused = torch.optim.SGD(
+        [{"params": copies, "lr": 0.1}], lr=0.5, momentum=0.9, weight_decay=1e-4
     )
+    assert scaling.fuse_optimizer(fused) is fused  # in place, its groups kept
     assert fused.param_groups[0]["fused"] and fused.param_groups[0]["lr"] == 0.1
     for _ in range(3):
         for group in (params, copies):
@@ -106,6 +112,10 @@ def test_fused_sgd_takes_the_same_step_as_foreach():
         fused.step()
     for a, b in zip(params, copies, strict=True):
         torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="before the first optimizer step"):
+        scaling.fuse_optimizer(fused)
+    other = scaling.fuse_optimizer(torch.optim.RMSprop([nn.Parameter(torch.zeros(2))]))
+    assert not other.param_groups[0].get("fused")  # no fused kernel: unchanged
 
 
 def test_compile_falls_back_with_a_reason_where_unsupported(caplog):
@@ -187,11 +197,14 @@ def test_module_on_cpu_keeps_plain_batchnorm_and_eager_net_in_channels_last(
 
 def test_module_switches_can_be_forced_on_cpu(tiny_cityscapes, tmp_path):
     module = SegmentationModule(_tiny_net(), num_classes=19)
+    optimizer_factory = module.optimizer_factory
     switches = FastPaths(channels_last=True, fused_optimizer=True, grad_checkpointing=True)
     trainer = _fit(module, tiny_cityscapes, tmp_path, fast_paths=switches, max_steps=2)
     weight = module.net.backbone.body.conv1.weight
     assert weight.is_contiguous(memory_format=torch.channels_last)
-    assert trainer.optimizers[0].param_groups[0]["fused"]
+    # fused through a hook, on the optimizer the module built: the module is untouched
+    assert all(group["fused"] for group in trainer.optimizers[0].param_groups)
+    assert module.optimizer_factory is optimizer_factory
     assert module.net.backbone.body.grad_checkpointing
     assert torch.isfinite(module(torch.randn(1, 3, 64, 128))).all()
 
@@ -210,18 +223,65 @@ def test_module_takes_uint8_batches_and_the_net_normalises(tiny_cityscapes):
     assert loaded["image"].dtype == torch.uint8 and loaded["mask"].dtype == torch.uint8
 
 
+def _sgd(params):
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+
+
+def _warmup_poly(optimizer, total):
+    from aspp_seg.training.schedules import WarmupPolyLR
+
+    return WarmupPolyLR(optimizer, total, warmup_steps=2, warmup_factor=0.5)
+
+
+class _LRs(Callback):
+    """The first param group's LR at every training step."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
 @pytest.mark.parametrize(("rule", "factor"), [("linear", 2.0), ("sqrt", math.sqrt(2)), ("none", 1)])
-def test_module_scales_the_lr_to_the_global_batch(tiny_cityscapes, tmp_path, rule, factor):
+def test_lr_scaling_scales_the_lr_to_the_global_batch(tiny_cityscapes, tmp_path, rule, factor):
     module = SegmentationModule(
-        _tiny_net(), num_classes=19, lr_scaling=rule, lr_base_batch_size=4,
-        optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9),
+        _tiny_net(), num_classes=19, optimizer=_sgd, scheduler=_warmup_poly,
+        param_groups={"head": {"lr_mult": 10}},
     )  # fmt: skip
     # global batch 4 x 1 process x 2 accumulated = 8
-    trainer = _fit(module, tiny_cityscapes, tmp_path, max_steps=1, accumulate_grad_batches=2)
+    lrs = _LRs()
+    trainer = _fit(module, tiny_cityscapes, tmp_path, max_steps=2, accumulate_grad_batches=2,
+                   callbacks=[LRScaling(rule=rule, base_batch_size=4), lrs])  # fmt: skip
+    # the schedule decays from the scaled LR of each group (lr_mult included) ...
     scheduler = trainer.lr_scheduler_configs[0].scheduler
-    assert scheduler.base_lrs[0] == pytest.approx(0.01 * factor)
+    assert scheduler.base_lrs == pytest.approx([0.01 * factor, 0.1 * factor])
+    groups = trainer.optimizers[0].param_groups
+    assert [g["initial_lr"] for g in groups] == pytest.approx([0.01 * factor, 0.1 * factor])
+    # ... and warms up to it: the first step ran at warmup_factor x the scaled LR
+    assert lrs.seen[0] == pytest.approx(0.5 * 0.01 * factor)
 
 
-def test_unknown_lr_scaling_rule_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"model\.lr_scaling='cubic'.*allowed"):
-        SegmentationModule(_tiny_net(), num_classes=19, lr_scaling="cubic")
+def test_lr_scaling_on_resume_keeps_the_checkpoints_lr(tiny_cityscapes, tmp_path):
+    """A resumed run restores the LR its first run scaled (and the schedule follows the
+    longer run from it): scaled once, never twice."""
+    module = SegmentationModule(_tiny_net(), num_classes=19, optimizer=_sgd)
+    callbacks = [LRScaling(rule="linear", base_batch_size=2), ScheduleRetarget()]
+    first = _fit(module, tiny_cityscapes, tmp_path, callbacks=callbacks, max_steps=2)
+    assert first.lr_scheduler_configs[0].scheduler.base_lrs == pytest.approx([0.02])
+    first.save_checkpoint(tmp_path / "two.ckpt")
+
+    module = SegmentationModule(_tiny_net(), num_classes=19, optimizer=_sgd)
+    lrs = _LRs()
+    callbacks = [LRScaling(rule="linear", base_batch_size=2), ScheduleRetarget(), lrs]
+    resumed = _fit(module, tiny_cityscapes, tmp_path, callbacks=callbacks, max_steps=4,
+                   ckpt_path=tmp_path / "two.ckpt")  # fmt: skip
+    assert resumed.lr_scheduler_configs[0].scheduler.base_lrs == pytest.approx([0.02])  # not 0.04
+    assert lrs.seen == pytest.approx([0.02 * (1 - step / 4) ** 0.9 for step in (2, 3)])
+
+
+def test_lr_scaling_settings_are_config_errors():
+    with pytest.raises(ConfigError, match=r"lr_scaling\.rule='cubic'.*allowed"):
+        LRScaling(rule="cubic")
+    with pytest.raises(ConfigError, match=r"lr_scaling\.base_batch_size=0"):
+        LRScaling(rule="linear", base_batch_size=0)

@@ -17,7 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aspp_seg.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX, to_train_ids
+from aspp_seg.data.datasets.cityscapes import CLASSES as CITYSCAPES_CLASSES
+from aspp_seg.data.datasets.cityscapes import PALETTE as CITYSCAPES_PALETTE
+from aspp_seg.data.datasets.cityscapes import to_train_ids
+from aspp_seg.data.labels import IGNORE_INDEX
 from aspp_seg.evaluation.metrics import scores
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,8 +7,11 @@ folders) and go through the same `aspp_seg.evaluation.metrics.scores` as validat
 
     aspp-seg evaluate --gt data/cityscapes/gtFine/val --pred results/labelIds
     aspp-seg evaluate --gt valannot --pred preds --format camvid --out eval/
+    aspp-seg evaluate --gt val/masks --pred preds --format data/mine/classes.yaml
+    aspp-seg evaluate --gt gt/ --pred preds --format my_data      # your data set file
 
-The scoring is `aspp_seg.evaluation.folder`.
+The formats come from the data set files (`aspp_seg.data.datasets`); the scoring is
+`aspp_seg.evaluation.folder`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from aspp_seg.evaluation.folder import FORMATS, evaluate_folders
+from aspp_seg.data.datasets import known_formats
+from aspp_seg.evaluation.folder import evaluate_folders
 
 NAME = "evaluate"
 HELP = "score a folder of predicted label maps against ground truth (no model needed)"
@@ -30,14 +34,14 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="aspp-seg evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--gt", type=str, required=True, help="folder of ground-truth label maps")
     parser.add_argument("--pred", type=str, required=True, help="folder of predicted label maps")
+    formats = "; ".join(f"{fmt.name}: {fmt.help}" for fmt in known_formats().values())
     parser.add_argument(
         "--format",
         type=str,
-        choices=list(FORMATS),
         default="cityscapes",
-        help="cityscapes: *_gtFine_labelIds.png vs labelId predictions named <city>_<seq>_"
-        "<frame>*.png (the test-server format); trainid: Cityscapes trainIds, 255 = ignore; "
-        "camvid: CamVid 0..10, 11 = void. Files pair by name.",
+        help=f"{formats}; a class YAML (a folder data set's data.classes): masks of its "
+        "classes; or a data set file of your own, as a module path (my_data) or a .py "
+        "file, :NAME picking one of its FORMATS. Files pair by name.",
     )
     parser.add_argument("--out", type=str, help="folder for <stem>.md/.csv/_confusion.npy/.png")
     parser.add_argument("--stem", type=str, default="evaluate", help="file name stem in --out")

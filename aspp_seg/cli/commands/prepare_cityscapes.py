@@ -97,15 +97,16 @@ def convert(job: tuple[Path, bool]) -> tuple[str, str | None]:
 def _verify(path: Path, polygons: Path) -> str | None:
     """Checks the labelTrainIds image `path` converted from `polygons`; the problem line
     (naming the file's final name), or None."""
+    from aspp_seg.data.datasets.cityscapes import TRAIN_IDS, to_train_ids
     from aspp_seg.data.io import read_label
-    from aspp_seg.data.labels import CITYSCAPES_TRAIN_IDS, label_values, to_train_ids
+    from aspp_seg.data.labels import label_values
 
     out = target(polygons)
     try:
         train_ids = read_label(path)
     except DataError as error:
         return str(error).replace(str(path), str(out))
-    problem = CITYSCAPES_TRAIN_IDS.problem(label_values(train_ids), out)
+    problem = TRAIN_IDS.problem(label_values(train_ids), out)
     if problem is not None:
         return problem
     label_ids_path = polygons.with_name(polygons.name[: -len(POLYGONS)] + LABEL_IDS)

@@ -31,8 +31,9 @@ class FastPaths(Callback):
             CUDA and CPU (faster on both).
         compile: ``torch.compile`` the net in place; auto: on CUDA when Triton is
             installed, otherwise eager with a one-line reason.
-        fused_optimizer: build the optimizer with ``fused=True``; auto: on CUDA. Works
-            with modules that build their optimizer through ``optimizer_factory``.
+        fused_optimizer: run the optimizer's fused kernels (torch's SGD, Adam, AdamW);
+            auto: on CUDA. Set on its param groups once it exists, before the first
+            step; a resumed run keeps the setting its checkpoint restores.
         grad_checkpointing: recompute backbone activations in the backward pass (less
             memory, about a third more compute); for full-resolution OS8 training.
     """
@@ -82,11 +83,18 @@ class FastPaths(Callback):
             self._channels_last_inputs = True
         if scaling.want(self.compile, device_type=device_type, auto_devices=auto["compile"]):
             scaling.compile_net(pl_module.net, device_type=device_type)
-        if stage == "fit" and scaling.want(
-            self.fused_optimizer, device_type=device_type, auto_devices=auto["fused_optimizer"]
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # the optimizers exist (on the device) and have not stepped; a checkpoint's
+        # optimizer state, with its own `fused`, is restored after this hook
+        device_type = trainer.strategy.root_device.type
+        if scaling.want(
+            self.fused_optimizer,
+            device_type=device_type,
+            auto_devices=scaling.AUTO_DEVICES["fused_optimizer"],
         ):
-            factory = pl_module.optimizer_factory  # called in configure_optimizers, on device
-            pl_module.optimizer_factory = lambda params: scaling.fuse_optimizer(factory(params))
+            for optimizer in trainer.optimizers:
+                scaling.fuse_optimizer(optimizer)
 
     # Batches arrive on the device as uint8 NCHW; NHWC before the net widens them keeps
     # the layout change at 1 byte per value.

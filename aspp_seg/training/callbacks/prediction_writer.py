@@ -2,14 +2,15 @@
 
     aspp-seg predict --config configs/demo.yaml \\
         --ckpt_path runs/demo/version_0/checkpoints/last.ckpt \\
-        --data.init_args.predict_source "photos/*.jpg" --model.predict_dir out/
+        --data.init_args.predict_source "photos/*.jpg" --predict_dir out/
 
 The images are listed, read and batched by `aspp_seg.data.predict_source` (re-exported
 here); `PredictionWriter` writes per image:
 
 - ``trainIds/<name>.png``: the predicted class per pixel (0..C-1);
-- ``labelIds/<name>.png``: Cityscapes labelIds, the test-server format (only for the
-  Cityscapes classes; ``*_leftImg8bit.png`` keeps its name, as the server expects);
+- ``labelIds/<name>.png``: Cityscapes labelIds, the test-server format (only when the
+  data's classes are Cityscapes'; ``*_leftImg8bit.png`` keeps its name, as the server
+  expects);
 - ``color/<name>.png``: the classes in the data set's palette;
 - ``overlay/<name>.png``: the colours blended over the input image.
 
@@ -32,8 +33,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from aspp_seg.data.datasets import cityscapes
 from aspp_seg.data.io import IMAGE_EXTENSIONS, read_rgb
-from aspp_seg.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, TRAIN_ID_TO_LABEL_ID
+from aspp_seg.data.labels import distinct_palette
 from aspp_seg.data.predict_source import (
     ImageSource,
     SizeBatchSampler,
@@ -49,11 +51,25 @@ __all__ = [
     "ImageSource",
     "PredictionWriter",
     "SizeBatchSampler",
+    "data_classes",
     "image_source",
     "predict_loader",
 ]
 
 OUTPUTS = ("trainIds", "labelIds", "color", "overlay")
+WRITER_SETTING = "output_dir of the PredictionWriter in trainer.callbacks"
+
+
+def data_classes(trainer, pl_module) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """The class names and palette of the run's data: the data module's, else the
+    module's class names (linked from the data) with distinct colours."""
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    names = list(getattr(datamodule, "class_names", None) or [])
+    names = names or [str(n) for n in getattr(pl_module, "class_names", None) or []]
+    palette = getattr(datamodule, "palette", None)
+    if palette:
+        return names, [tuple(int(v) for v in color) for color in palette]
+    return names, list(distinct_palette(len(names)))
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -99,14 +115,17 @@ def _input_files(trainer) -> Iterator[Path]:
 class PredictionWriter(BasePredictionWriter):
     """Writes each predicted label map as trainId, labelId, colour and overlay PNGs.
 
-    Attached automatically by ``aspp-seg predict`` (see `SegmentationModule`); may also be
-    listed in ``trainer.callbacks`` to choose its settings.
+    ``aspp-seg predict`` adds one writing to ``--predict_dir`` (default: the evaluation
+    folder beside the checkpoint, else ``<log dir>/predictions``) unless
+    ``trainer.callbacks`` lists a writer, which chooses its own settings.
 
     Args:
         output_dir: folder for the ``trainIds/``, ``labelIds/``, ``color/`` and
             ``overlay/`` subfolders.
-        palette: RGB per class; None: the data module's ``palette``, else Cityscapes'.
-        class_names: None: the module's; decides whether labelIds are written.
+        palette: RGB per class; None: the data module's ``palette``, else distinct
+            colours.
+        class_names: None: the data's (the data module's, else the module's); decides
+            whether labelIds are written (for Cityscapes' classes only).
         outputs: which of ``trainIds``, ``labelIds``, ``color``, ``overlay`` to write.
         alpha: weight of the colours in the overlay.
         keep_predictions: also keep every prediction in memory for `Trainer.predict`'s
@@ -135,6 +154,8 @@ class PredictionWriter(BasePredictionWriter):
         self.alpha = alpha
         self.keep_predictions = keep_predictions
         self.written = 0
+        self.setting = WRITER_SETTING
+        """The setting that chose `output_dir`, named in errors (the CLI sets its own)."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Checks the output folder before any inference runs (Lightning calls this before
@@ -144,8 +165,7 @@ class PredictionWriter(BasePredictionWriter):
         problem = _why_unwritable(self.output_dir, self.outputs)
         if problem is not None:
             raise DataError(
-                f"cannot write predictions to {self.output_dir} "
-                f"({self._setting(trainer, pl_module)}): {problem}"
+                f"cannot write predictions to {self.output_dir} ({self.setting}): {problem}"
             )
         earlier = [self.output_dir / sub for sub in self.outputs]
         if trainer.is_global_zero and any(next(d.iterdir(), None) for d in earlier if d.is_dir()):
@@ -158,18 +178,9 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_start(self, trainer, pl_module) -> None:
         if not self.keep_predictions:
             trainer.predict_loop.return_predictions = False
-        self._check_inputs_outside(trainer, pl_module)
+        self._check_inputs_outside(trainer)
 
-    def _setting(self, trainer, pl_module) -> str:
-        """The setting that chose `output_dir`, for error messages."""
-        predict_dir = getattr(pl_module, "predict_dir", None)
-        if predict_dir is None:  # the module's writer then uses the run folder
-            predict_dir = Path(trainer.log_dir or ".") / "predictions"
-        if Path(predict_dir) == self.output_dir:
-            return "model.predict_dir"
-        return "output_dir of the PredictionWriter in trainer.callbacks"
-
-    def _check_inputs_outside(self, trainer, pl_module) -> None:
+    def _check_inputs_outside(self, trainer) -> None:
         """Refuses inputs inside the subfolders written: they would be overwritten, or
         are an earlier run's predictions read back as images (a source folder that holds
         `output_dir`, predicted a second time)."""
@@ -180,26 +191,27 @@ class PredictionWriter(BasePredictionWriter):
             if folder is not None:
                 raise DataError(
                     f"input {path} lies in {folder}, where predictions are written "
-                    f"({self._setting(trainer, pl_module)}); choose an output folder outside "
-                    "the predict source"
+                    f"({self.setting}); choose an output folder outside the predict source"
                 )
-
-    def _palette(self, trainer) -> Sequence[Sequence[int]]:
-        if self.palette is not None:
-            return self.palette
-        palette = getattr(trainer.datamodule, "palette", None) if trainer is not None else None
-        return palette if palette else CITYSCAPES_PALETTE
 
     def write_image(
         self,
         name: str,
         pred: np.ndarray,
         *,
+        palette: Sequence[Sequence[int]],
         image_path: str | None = None,
-        palette: Sequence[Sequence[int]] = CITYSCAPES_PALETTE,
-        label_ids: bool = True,
+        label_ids: bool = False,
     ) -> list[Path]:
-        """Writes the outputs for one H x W uint8 prediction; returns their paths."""
+        """Writes the outputs for one H x W uint8 prediction; returns their paths.
+
+        Args:
+            name: the image's name; the files are ``<output>/<kind>/<name>.png``.
+            pred: H x W class indices.
+            palette: RGB per class, for the colour and overlay pictures.
+            image_path: the input image, for the overlay (none without it).
+            label_ids: also write Cityscapes labelIds (for Cityscapes' classes only).
+        """
         rel = Path(name).with_suffix(".png")
         written = []
         if "trainIds" in self.outputs:
@@ -207,7 +219,7 @@ class PredictionWriter(BasePredictionWriter):
             _write_png(written[-1], pred)
         if "labelIds" in self.outputs and label_ids:
             written.append(self.output_dir / "labelIds" / rel)
-            _write_png(written[-1], TRAIN_ID_TO_LABEL_ID[pred])
+            _write_png(written[-1], cityscapes.TRAIN_ID_TO_LABEL_ID[pred])
         if "color" in self.outputs:
             written.append(self.output_dir / "color" / rel)
             _write_png(written[-1], colorize(pred, palette))
@@ -234,9 +246,10 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
     ) -> None:
-        names = self.class_names or getattr(pl_module, "class_names", CITYSCAPES_CLASSES)
-        label_ids = tuple(names) == CITYSCAPES_CLASSES
-        palette = self._palette(trainer)
+        names, palette = data_classes(trainer, pl_module)
+        names = list(self.class_names or names)
+        label_ids = tuple(names) == cityscapes.CLASSES
+        palette = self.palette if self.palette is not None else palette
         preds = [p.to(torch.uint8).cpu().numpy() for p in prediction["pred"]]  # or a list
         paths = self._image_paths(trainer, batch, batch_indices, dataloader_idx)
         for i, name in enumerate(prediction["name"]):

@@ -26,9 +26,10 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from aspp_seg.data.labels import CITYSCAPES_PALETTE, IGNORE_INDEX
+from aspp_seg.data.labels import IGNORE_INDEX
 from aspp_seg.evaluation.reports import IoURow, column_names, iou_table
 from aspp_seg.evaluation.visualize import denormalize, overlay, plot_confusion
+from aspp_seg.training.callbacks.prediction_writer import data_classes
 from aspp_seg.training.module import labels_at_size
 
 
@@ -82,8 +83,7 @@ class SegmentationLogger(Callback):
         if trainer.state.fn == "fit" and (epoch + 1) % self.every_n_epochs and not last_epoch:
             return
         result = pl_module.last_result
-        class_names = list(getattr(pl_module, "class_names", []))
-        palette = getattr(trainer.datamodule, "palette", CITYSCAPES_PALETTE)
+        class_names, palette = data_classes(trainer, pl_module)
         samples = self.predict_samples(trainer, pl_module)
         wrote = False
         for logger in trainer.loggers:

@@ -1,4 +1,5 @@
-"""Image folder + mask folder data sets: CamVid's SegNet layout and users' own data.
+"""Your own data: an image folder and a mask folder per split, and a class YAML; also the
+folder pairing that CamVid's layout uses.
 
 Images and masks pair by their path relative to their folder, without the extension:
 ``images/a/b.jpg`` goes with ``masks/a/b.png`` (or ``masks/a/b<mask_suffix>``). A mask
@@ -9,6 +10,10 @@ the classes:
     names: [background, road, car]       # class 0, 1, 2
     palette: [[0, 0, 0], [128, 64, 128], [0, 0, 142]]   # optional, RGB per class
     ignore_index: 255                     # mask value(s) left out of loss and metrics
+
+The classes, palette and encoding come from that YAML (`load_class_table`), so this
+file has no fixed table and no ``--format`` name: ``aspp-seg evaluate --format
+classes.yaml`` scores masks against the class YAML given (`class_table_format`).
 """
 
 from __future__ import annotations
@@ -18,17 +23,14 @@ from pathlib import Path
 
 import yaml
 
-from aspp_seg.data.dataset import (
-    EMPTY_SPLIT,
-    MISSING_FOLDER,
-    MISSING_PARTNER,
-    Problem,
-    Sample,
-    Scan,
-)
+from aspp_seg.data.datasets import EvalFormat, stem_key
 from aspp_seg.data.io import IMAGE_EXTENSIONS
-from aspp_seg.data.labels import IGNORE_INDEX, LabelEncoding
+from aspp_seg.data.labels import IGNORE_INDEX, LabelEncoding, distinct_palette
+from aspp_seg.data.lazy import lazy_classes
+from aspp_seg.data.scan import EMPTY_SPLIT, MISSING_FOLDER, MISSING_PARTNER, Problem, Sample, Scan
 from aspp_seg.errors import ConfigError
+
+# --- classes, palette and encoding: from the class YAML ---
 
 
 @dataclass(frozen=True)
@@ -38,21 +40,6 @@ class ClassTable:
     names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     encoding: LabelEncoding
-
-
-def _default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
-    """Distinct colours (the PASCAL VOC bit pattern) for classes without a palette."""
-    colours = []
-    for i in range(n):
-        r = g = b = 0
-        c = i + 1
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        colours.append((r, g, b))
-    return tuple(colours)
 
 
 def load_class_table(path: str | Path) -> ClassTable:
@@ -75,7 +62,7 @@ def load_class_table(path: str | Path) -> ClassTable:
         raise ConfigError(f"class file {path} lists {len(names)} classes; at most 255 fit a mask")
     palette = spec.get("palette")
     if palette is None:
-        palette = _default_palette(len(names))
+        palette = distinct_palette(len(names))
     elif len(palette) != len(names) or any(
         not isinstance(c, list) or len(c) != 3 or not all(0 <= int(v) <= 255 for v in c)
         for c in palette
@@ -95,6 +82,9 @@ def load_class_table(path: str | Path) -> ClassTable:
         )
     encoding = LabelEncoding.indices(path.name, len(names), ignore=ignore)
     return ClassTable(names, tuple(tuple(int(v) for v in c) for c in palette), encoding)
+
+
+# --- the folder scan ---
 
 
 def _files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
@@ -153,3 +143,91 @@ def scan_folders(
         message = f"mask {masks[key]} has no image file {image_dir / key}.<png|jpg|...>"
         scan.problems.append(Problem(MISSING_PARTNER, message))
     return scan
+
+
+# --- aspp-seg evaluate ---
+
+FORMATS: tuple[EvalFormat, ...] = ()
+"""No fixed format: the classes come from a class YAML (`class_table_format`)."""
+
+
+def class_table_format(classes: str | Path) -> EvalFormat:
+    """The ``--format`` of masks whose classes a class YAML gives: grey or palette PNGs
+    of class indices, its ignore value(s) ignored, 255 in a prediction void.
+
+    Raises:
+        ConfigError: the YAML is missing or wrong (see `load_class_table`).
+    """
+    table = load_class_table(classes)
+    return EvalFormat(
+        name=str(classes),
+        class_names=table.names,
+        truth=table.encoding,
+        prediction=table.encoding.with_void(),
+        gt_globs=("*.png",),
+        key=stem_key,
+        help="masks of class indices as a class YAML gives them",
+    )
+
+
+# --- the data module (Lightning: made on first use, see aspp_seg.data.datasets) ---
+
+
+def _data_module() -> type:
+    from aspp_seg.data.datamodules import SegmentationDataModule
+
+    class FolderDataModule(SegmentationDataModule):
+        """Your own data: an image folder and a mask folder per split, and a class YAML.
+
+        Masks are single-channel PNGs holding a class index per pixel, named like their
+        image (``images/x.jpg`` -> ``masks/x.png``). The class YAML (see
+        `aspp_seg.data.datasets.folder`) gives the names, an optional palette and the
+        ignore value.
+
+        Args:
+            root: the data set folder.
+            classes: class YAML; a relative path is read from `root`.
+            image_dir: image folder of a split, ``{split}`` replaced by the split name.
+            mask_dir: mask folder of a split, likewise.
+            mask_suffix: what replaces an image's extension in its mask's name.
+            **kwargs: the shared settings of `SegmentationDataModule`.
+        """
+
+        def __init__(
+            self,
+            root: str,
+            *,
+            classes: str = "classes.yaml",
+            image_dir: str = "{split}/images",
+            mask_dir: str = "{split}/masks",
+            mask_suffix: str = ".png",
+            **kwargs,
+        ) -> None:
+            super().__init__(**kwargs)
+            self.save_hyperparameters()
+            for name, value in (("image_dir", image_dir), ("mask_dir", mask_dir)):
+                if "{split}" not in value:
+                    raise ConfigError(f"data.{name}={value!r} must contain {{split}}")
+            self.root = Path(root)
+            self.image_dir = image_dir
+            self.mask_dir = mask_dir
+            self.mask_suffix = mask_suffix
+            classes_path = Path(classes) if Path(classes).is_absolute() else self.root / classes
+            self.table = load_class_table(classes_path)
+            self.class_names = self.table.names
+            self.palette = self.table.palette
+            self._check_on_init()
+
+        def scan(self, split: str) -> Scan:
+            return scan_folders(
+                self.root / self.image_dir.format(split=split),
+                self.root / self.mask_dir.format(split=split),
+                encoding=self.table.encoding,
+                mask_suffix=self.mask_suffix,
+                setting=f"data.root={self.root}",
+            )
+
+    return FolderDataModule
+
+
+__getattr__ = lazy_classes(globals(), FolderDataModule=_data_module)
