@@ -1,40 +1,47 @@
-"""Reproduce the study's Table 1 (per-class IoU) and Table 2 (train / val mIoU) from runs.
+"""Reproduce the study's Table 1 (per-class IoU) and Table 2 (train / val mIoU) from runs,
+over seeds, with each variant's difference to DL-1 and whether it is beyond noise.
 
-For every config it trains (``aspp-seg fit``, in a child process so that multi-GPU
+Each run (a config, optionally with a seed or its own step budget) is one job, run by
+submitit (`experiments.sweep`): as local processes, ``--jobs`` at once, or as a SLURM job
+array. A job trains the config (``aspp-seg fit``, in a child process so that multi-GPU
 DDP works as usual), evaluates the last checkpoint on the val split and, without
-augmentation, on the train split, and writes both tables as Markdown, each row beside
-the study's published row and the difference:
+augmentation, on the train split; the tables are then written from the run folders:
 
     python -m experiments.table1 --configs dl1 dl2 dl3 dl4 dl1_150ep segnet \\
         --data /data/cityscapes                       # the reproduction (GPUs, days)
     python -m experiments.table1 --configs dl1 dl2 --data demo --budget tiny
                                                       # end to end on a CPU in a minute
-    python -m experiments.table1 --configs dl1 dl1@seed=1 dl2 dl3 dl4 segnet \\
-        --overlay configs/overlay/study_camvid.yaml --budget 90 --out runs/table1_camvid
+    python -m experiments.table1 --configs dl1 dl2 dl3 dl4 --seeds 0 1 2 --jobs 2 \\
+        --overlay configs/overlay/study_camvid.yaml --budget 1440 --out runs/study_camvid
                                                       # the question on CamVid, on a CPU
+    python -m experiments.table1 --configs dl1 dl2 dl3 dl4 --seeds 0 1 2 \\
+        --data /data/cityscapes --cluster slurm --partition gpu --gpus_per_job 1 \\
+        --time_min 1440 --slurm account=abc --dry-run  # what SLURM would get
 
-``NAME@seed=S`` runs a config again with another seed (its row is labelled
-``NAME_seedS``); a config run with several seeds gives the seed spread that the tables'
-note compares the other rows with. ``NAME@steps=N`` gives one run its own step budget.
+``--seeds 0 1 2`` runs every config once per seed (rows ``NAME_seedS``); ``NAME@seed=S``
+does it for one config and ``NAME@steps=N`` gives one run its own step budget.
 ``--overlay`` layers a YAML file over every config (another data set, a smaller net);
 its ``model.net.init_args`` keys that a config's net builder does not take (SegNet has
-no ``backbone``) are left out for that config, and said so. The tables' columns are the
-data set's classes; the study's rows and differences are shown for Cityscapes only.
+no ``backbone``) are left out for that config, and said so.
 
-Everything lands in ``--out`` (default ``runs/table1``): ``runs/<config>/fit``
-(the training run, checkpoints, metrics), ``runs/<config>/eval/{train,val}_iou.csv``,
-``table1.md``, ``table2.md`` and ``results.json``. Running the same command again
-resumes unfinished trainings (``--ckpt_path last``) and reuses finished evaluations;
-``--collect`` only reads and evaluates what is there, without training.
+Everything lands in ``--out`` (default ``runs/table1``): per run ``runs/<label>/fit``
+(the training run: checkpoints, ``metrics.csv``, ``fit.log``, ``wall_s.txt`` and, once
+it reached its budget, ``finished.json``), ``runs/<label>/eval/`` (``{train,val}_iou.csv``
+and the per-image val confusion counts of the bootstrap), ``failed.txt`` when its last
+job failed; then ``table1.md``, ``table2.md``, ``results.json`` and ``sweep.log``. The run
+folders are the only state: the same command again skips finished runs, resumes
+interrupted ones from their ``last.ckpt`` and starts the rest; ``--collect true`` only
+evaluates and tabulates what is there.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib
-import inspect
+import functools
 import json
 import math
+import os
+import shlex
 import subprocess
 import sys
 import time
@@ -46,18 +53,20 @@ import numpy as np
 import yaml
 from jsonargparse import ArgumentParser
 
-from aspp_seg.data.labels import TABLE1_COLUMNS
-from aspp_seg.errors import ConfigError, UserError
-from aspp_seg.evaluation.reports import IoURow, iou_table, write_iou_table
-from experiments.study import StudyRow, load_study
+from aspp_seg.errors import ConfigError, RunFailed, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 SPLITS = ("train", "val")
 BUDGETS = ("full", "tiny", "<steps>")
+TINY_STEPS = 4
 
 # A tiny budget shrinks what exists in the config's net builder: these keys, if taken.
 TINY_NET = {"backbone": "resnet10t", "pretrained": "false", "channels": "16"}
+
+FINISHED = "finished.json"  # in <run>/fit: the training reached its budget
+PER_IMAGE = "val_confusion_per_image.npy"  # in <run>/eval: N x C x C counts
+IMAGES = "val_images.txt"  # in <run>/eval: the N val images, in that order
 
 
 def config_path(name: str) -> Path:
@@ -74,10 +83,10 @@ def config_path(name: str) -> Path:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One row of the tables: a config, optionally with its own seed or step budget.
+    """One run: a config, optionally with its own seed or step budget.
 
     Attributes:
-        label: the row's name and run folder (``dl1``, ``dl1_seed1``, ``segnet_steps60``).
+        label: the run's name and folder (``dl1``, ``dl1_seed1``, ``segnet_steps60``).
         config: the config as given: a name in ``configs/`` (``dl1``) or a YAML path.
         seed: ``seed_everything`` for this run; None: the config's own.
         steps: this run's step budget; None: ``--budget``.
@@ -102,9 +111,35 @@ def parse_run(text: str) -> RunSpec:
     return RunSpec(label, config, settings.get("seed"), settings.get("steps"))
 
 
-def overlay_for(overlay: Path, net_parameters: set[str], label: str, out: Path) -> Path:
+def expand_runs(configs: Sequence[str], seeds: Sequence[int] = ()) -> list[RunSpec]:
+    """The runs of ``--configs`` and ``--seeds``: every config once per seed (labels
+    ``<config>_seed<S>``), or as given when there are no seeds."""
+    texts = []
+    for text in configs:
+        if seeds and "@seed=" in text:
+            raise ConfigError(f"--configs {text}: give seeds with @seed= or --seeds, not both")
+        texts += [f"{text}@seed={s}" for s in seeds] if seeds else [text]
+    specs = [parse_run(text) for text in texts]
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        raise ConfigError(f"--configs: runs {', '.join(twice)} are given twice")
+    return specs
+
+
+def group_name(spec: RunSpec) -> str:
+    """The config a run is a seed of: its label without the seed (``dl1``,
+    ``segnet_steps60``); runs of one group are compared as seeds of one another."""
+    name = Path(spec.config).stem
+    return f"{name}_steps{spec.steps}" if spec.steps else name
+
+
+def overlay_for(
+    overlay: Path, net_parameters: set[str], label: str, out: Path, *, write: bool = True
+) -> Path:
     """`overlay` without the ``model.net.init_args`` keys that the net builder does not
-    take, written to the run's folder when something was left out (else `overlay`)."""
+    take, written to the run's folder when something was left out (else `overlay`).
+    ``write=False`` (``--dry-run``) only says where it would be written."""
     try:
         settings = yaml.safe_load(overlay.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
@@ -120,15 +155,21 @@ def overlay_for(overlay: Path, net_parameters: set[str], label: str, out: Path) 
     for key in dropped:
         nested.pop(key, None)
         settings.pop(dotted.get(key, ""), None)
-    print(f"[table1] {label}: its net takes no {', '.join(dropped)}; left out of {overlay.name}")
     path = out / "runs" / label / f"overlay_{overlay.name}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    if write:
+        print(f"[table1] {label}: its net takes no {', '.join(dropped)}; left out of "
+              f"{overlay.name}")  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(settings, sort_keys=False))
     return path
 
 
+@functools.cache
 def _net_parameters(path: Path) -> set[str]:
     """Keyword arguments of the config's ``model.net`` builder."""
+    import importlib
+    import inspect
+
     from aspp_seg.cli.config import read_config
 
     class_path = read_config(["--config", str(path)]).model.net.class_path
@@ -151,7 +192,7 @@ def budget_overrides(budget: str, net_parameters: set[str]) -> list[str]:
     if budget == "full":
         return []
     if budget == "tiny":
-        args = ["--trainer.max_steps", "4", "--trainer.max_epochs", "1",
+        args = ["--trainer.max_steps", str(TINY_STEPS), "--trainer.max_epochs", "1",
                 "--trainer.limit_val_batches", "2", "--trainer.num_sanity_val_steps", "0",
                 "--trainer.log_every_n_steps", "1",
                 "--data.init_args.batch_size", "2",
@@ -163,6 +204,14 @@ def budget_overrides(budget: str, net_parameters: set[str]) -> list[str]:
     if budget.isdigit() and int(budget) > 0:
         return ["--trainer.max_steps", budget, "--trainer.max_epochs", "-1"]
     raise ConfigError(f"--budget {budget!r} is not one of {', '.join(BUDGETS)}")
+
+
+def budget_steps(budget: str) -> int | None:
+    """The optimizer steps a finished run of `budget` has; None for ``full`` (the
+    config's schedule: a run that exits without error is finished)."""
+    if budget == "tiny":
+        return TINY_STEPS
+    return int(budget) if budget.isdigit() else None
 
 
 def data_overrides(data: str | None, out: Path, budget: str) -> list[str]:
@@ -198,19 +247,37 @@ def _logger(out: Path, name: str, version: str, wandb_group: str | None) -> str:
     return json.dumps([csv_logger, wandb_logger])
 
 
+def fit_command(
+    name: str, config: Path, overrides: Sequence[str], out: Path, wandb_group: str | None
+) -> list[str]:
+    """``python -m aspp_seg.cli fit ...`` for run `name`, resuming its last checkpoint."""
+    return [sys.executable, "-m", "aspp_seg.cli", "fit", "--config", str(config), *overrides,
+            "--trainer.logger", _logger(out, name, "fit", wandb_group),
+            "--ckpt_path", "last"]  # fmt: skip
+
+
 def train(
     name: str, config: Path, overrides: list[str], out: Path, *, wandb_group: str | None,
     quiet: bool,
 ) -> Path:  # fmt: skip
-    """Trains one config in a child process (resuming if a last checkpoint exists)."""
+    """Trains one config in a child process (resuming if a last checkpoint exists).
+
+    ``fit/wall_s.txt`` adds up the training calls' wall time (a resumed run: the calls
+    that trained; a call killed before it returned is not counted). With `quiet` the
+    child's output is appended to ``fit/fit.log``, and a failure names its last
+    ``aspp-seg: error:`` line.
+
+    Raises:
+        RunFailed: the child exited with an error; the message is one line.
+    """
     run = out / "runs" / name / "fit"
     run.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "aspp_seg.cli", "fit", "--config", str(config), *overrides,
-               "--trainer.logger", _logger(out, name, "fit", wandb_group),
-               "--ckpt_path", "last"]  # fmt: skip
+    command = fit_command(name, config, overrides, out, wandb_group)
     print(f"[table1] training {name}: {' '.join(command[2:])}", flush=True)
     before = _last_state(out, name)
-    log = (run / "fit.log").open("a") if quiet else None  # a rerun keeps the earlier output
+    log_path = run / "fit.log"
+    offset = log_path.stat().st_size if log_path.is_file() else 0
+    log = log_path.open("a") if quiet else None  # a rerun keeps the earlier output
     start = time.perf_counter()
     try:
         stderr = subprocess.STDOUT if log else None
@@ -218,14 +285,30 @@ def train(
     finally:
         if log:
             log.close()
-    # the wall time of this call: a resumed run counts only what was left; a call that
-    # trained nothing (the run had finished) keeps the recorded time of the one that did
+    # a call that trained nothing (the run had finished) keeps the recorded time
     if code != 0 or before is None or _last_state(out, name) != before:
-        (run / "wall_s.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
+        wall = run / "wall_s.txt"
+        earlier = float(wall.read_text()) if wall.is_file() and before is not None else 0.0
+        wall.write_text(f"{earlier + time.perf_counter() - start:.0f}\n")
     if code != 0:
-        where = f"; its output: {run / 'fit.log'}" if quiet else ""
-        raise UserError(f"training {name} ({config}) failed with exit status {code}{where}")
+        error = _last_error(log_path, offset) if quiet else None
+        where = f"; its output: {log_path}" if quiet else ""
+        status = f"exit status {code}" if code >= 0 else f"killed by signal {-code}"
+        reason = f": {error}" if error else ""
+        raise RunFailed(f"training {name} failed ({status}){reason}{where}")
     return last_checkpoint(out, name)
+
+
+def _last_error(log: Path, offset: int) -> str | None:
+    """The last ``aspp-seg: error:`` line that `log` got after `offset`, without prefix."""
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    errors = [line for line in text.splitlines() if line.startswith("aspp-seg: error:")]
+    return errors[-1].removeprefix("aspp-seg: error:").strip() if errors else None
 
 
 def _last_state(out: Path, name: str) -> tuple[str, int] | None:
@@ -244,16 +327,11 @@ def last_checkpoint(out: Path, name: str) -> Path:
     return found[-1]
 
 
-def run_budget(out: Path, label: str, checkpoint: Path) -> dict:
-    """``{"steps": optimizer steps in `checkpoint`, "wall_s": the last training call's
-    wall time or None}``."""
+def checkpoint_step(checkpoint: Path) -> int:
+    """Optimizer steps done in `checkpoint`."""
     from aspp_seg.evaluation.checkpoints import read_checkpoint
 
-    wall = out / "runs" / label / "fit" / "wall_s.txt"
-    return {
-        "steps": int(read_checkpoint(checkpoint).get("global_step", 0)),
-        "wall_s": float(wall.read_text()) if wall.is_file() else None,
-    }
+    return int(read_checkpoint(checkpoint).get("global_step", 0))
 
 
 def read_iou_csv(path: Path) -> dict:
@@ -267,18 +345,31 @@ def read_iou_csv(path: Path) -> dict:
     return {"columns": columns, "iou": np.array(values), "miou": miou}
 
 
+def _evaluation_files(out: Path, name: str) -> list[Path]:
+    folder = out / "runs" / name / "eval"
+    return [*(folder / f"{s}_iou.csv" for s in SPLITS), folder / PER_IMAGE, folder / IMAGES]
+
+
+def evaluated(out: Path, name: str, checkpoint: Path) -> bool:
+    """Whether the run's evaluation files exist and are newer than `checkpoint`."""
+    trained = checkpoint.stat().st_mtime
+    return all(p.is_file() and p.stat().st_mtime >= trained for p in _evaluation_files(out, name))
+
+
 def evaluate(
     name: str, config: Path, overrides: list[str], out: Path, checkpoint: Path
 ) -> dict[str, dict]:
     """IoU of `checkpoint` on the train and val splits (evaluation transform: no
-    augmentation), cached in ``runs/<name>/eval/<split>_iou.csv``."""
+    augmentation), cached in ``runs/<name>/eval/<split>_iou.csv``, with the val split's
+    per-image confusion counts (``val_confusion_per_image.npy``, N x C x C int64, rows
+    truth; the image names in ``val_images.txt``) for the paired bootstrap."""
     folder = out / "runs" / name / "eval"
-    cached = {s: folder / f"{s}_iou.csv" for s in SPLITS}
-    trained = checkpoint.stat().st_mtime
-    if all(p.is_file() and p.stat().st_mtime >= trained for p in cached.values()):
-        return {s: read_iou_csv(p) for s, p in cached.items()}
+    if evaluated(out, name, checkpoint):
+        return {s: read_iou_csv(folder / f"{s}_iou.csv") for s in SPLITS}
 
     from aspp_seg.cli.lightning_cli import lightning_cli
+    from aspp_seg.evaluation.reports import write_iou_table
+    from experiments.per_image import PerImageCounts
 
     print(f"[table1] evaluating {name} on {', '.join(SPLITS)}: {checkpoint}", flush=True)
     cli = lightning_cli(
@@ -288,6 +379,8 @@ def evaluate(
          "--trainer.enable_progress_bar", "false"],
         run=False,
     )  # fmt: skip
+    counts = PerImageCounts()
+    cli.trainer.callbacks.append(counts)
     results = {}
     for split in SPLITS:
         # the train split is evaluated like val: `data.test_split` is the config switch
@@ -295,174 +388,247 @@ def evaluate(
         cli.datamodule.datasets.pop("test", None)
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint),
                          verbose=False)  # fmt: skip
+        if split == "val":
+            np.save(folder / PER_IMAGE, counts.counts())
+            (folder / IMAGES).write_text("".join(f"{n}\n" for n in counts.names))
         write_iou_table(folder, f"{split}_iou", cli.model.last_result, cli.model.class_names)
         results[split] = read_iou_csv(folder / f"{split}_iou.csv")
     return results
 
 
-# ------------------------------------------------------------------------ tables
+# -------------------------------------------------------------------------- runs
 
 
-def _fmt(value: float | None, *, sign: bool = False) -> str:
-    """A percentage of Table 2 (Table 1 is `aspp_seg.evaluation.metrics.iou_table`'s)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:+.2f}" if sign else f"{value:.2f}"
+@dataclass(frozen=True)
+class RunPlan:
+    """A run as the sweep handles it: what to train and evaluate, and where.
+
+    Attributes:
+        spec: the run as given on the command line.
+        config: its config file.
+        overrides: settings after ``--config`` (overlays, data, budget, seed, --set).
+        out: the sweep's output folder.
+        budget: ``full``, ``tiny`` or a number of steps.
+        wandb_group: also log to W&B in this group.
+        error: why the run cannot start (its config does not parse), or None.
+        demo: (root, settings) of the synthetic demo set the run reads, or None.
+    """
+
+    spec: RunSpec
+    config: Path
+    overrides: tuple[str, ...]
+    out: Path
+    budget: str
+    wandb_group: str | None = None
+    error: str | None = None
+    demo: tuple[str, tuple[tuple[str, int], ...]] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def folder(self) -> Path:
+        return self.out / "runs" / self.label
+
+    @property
+    def steps(self) -> int | None:
+        return budget_steps(self.budget)
 
 
-def _diff(ours: float | None, theirs: float | None) -> float | None:
-    if ours is None or theirs is None or math.isnan(ours) or math.isnan(theirs):
+def plan_runs(
+    specs: Sequence[RunSpec], args, out: Path, *, write: bool = True
+) -> list[RunPlan]:  # fmt: skip
+    """One `RunPlan` per run; each config is parsed here with all its overrides, so that
+    one that does not parse is a failed run (the others go on)."""
+    from aspp_seg.cli.config import read_config
+
+    extra = [f"--{item}" for item in args.set]
+    data = data_overrides(args.data, out, args.budget)  # one demo set for all runs
+    budget_overrides(args.budget, set())  # a mistyped --budget stops the command
+    plans = []
+    for spec in specs:
+        config = config_path(spec.config)
+        budget = str(spec.steps) if spec.steps else args.budget
+        demo, error = None, None
+        try:
+            parameters = _net_parameters(config)
+            overlays = [overlay_for(Path(o), parameters, spec.label, out, write=write)
+                        for o in args.overlay]  # fmt: skip
+            overrides = (
+                *(arg for o in overlays for arg in ("--config", str(o))),
+                *data,
+                *budget_overrides(budget, parameters),
+                *(["--seed_everything", str(spec.seed)] if spec.seed is not None else []),
+                *extra,
+            )  # fmt: skip
+            demo = _demo_set(read_config(["--config", str(config), *overrides]).data)
+        except ConfigError as failed:
+            overrides, error = (), str(failed)
+        plans.append(RunPlan(spec, config, tuple(overrides), out, budget, args.wandb_group,
+                             error, demo))  # fmt: skip
+    return plans
+
+
+def _demo_set(data) -> tuple[str, tuple[tuple[str, int], ...]] | None:
+    """(root, generator settings) of a parsed ``data`` section that is the demo set."""
+    if not str(data.class_path).endswith("DemoDataModule"):
         return None
-    return ours - theirs
+    keys = ("num_train", "num_val", "height", "width", "seed")
+    settings = tuple((k, data.init_args[k]) for k in keys if data.init_args.get(k) is not None)
+    return str(Path(data.init_args.root).resolve()), settings
 
 
-def _columns(results: dict[str, dict]) -> list[str]:
-    """The class columns that all runs share."""
-    columns = {tuple(r["val"]["columns"]) for r in results.values()}
-    if len(columns) != 1:
-        raise ConfigError("the runs were evaluated on different classes; tabulate them apart")
-    return list(columns.pop())
+def prepare_data(plans: Sequence[RunPlan]) -> None:
+    """Generates the synthetic demo set once, before jobs that read it run side by side
+    (each would otherwise start generating it in the same folder)."""
+    from aspp_seg.data.datasets.demo import ensure_demo
+
+    generated: dict[str, tuple] = {}
+    for plan in plans:
+        if plan.demo is not None and generated.setdefault(*plan.demo) != plan.demo[1]:
+            raise ConfigError(f"runs ask for different demo sets in {plan.demo[0]}")
+    for root, settings in generated.items():
+        ensure_demo(root, dict(settings))
 
 
-def _on_cityscapes(results: dict[str, dict]) -> bool:
-    """Whether the runs were scored on Cityscapes' 19 classes, the study's columns."""
-    return _columns(results) == list(TABLE1_COLUMNS)
+def fit_record(plan: RunPlan) -> dict | None:
+    """``fit/finished.json`` when it says the training reached this plan's budget."""
+    try:
+        record = json.loads((plan.folder / "fit" / FINISHED).read_text())
+    except (OSError, ValueError):
+        return None
+    if plan.steps is None:
+        return record if record.get("budget") is None else None
+    return record if int(record.get("steps", -1)) >= plan.steps else None
 
 
-def _method(label: str, result: dict, study: dict[str, StudyRow]) -> str:
-    row = study.get(result["config"])
-    return row.method if row else label
+def _mark_finished(plan: RunPlan, steps: int) -> None:
+    record = {"steps": steps, "budget": plan.steps, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (plan.folder / "fit" / FINISHED).write_text(json.dumps(record) + "\n")
 
 
-def seed_groups(results: dict[str, dict]) -> dict[str, list[str]]:
-    """Config -> the labels of its runs, for configs run more than once at one budget
-    (runs of a config that differ in steps are not seeds of one another)."""
-    groups: dict[tuple, list[str]] = {}
-    for label, result in results.items():
-        groups.setdefault((result["config"], result.get("steps")), []).append(label)
-    return {key[0]: labels for key, labels in groups.items() if len(labels) > 1}
+def _abandoned(fit: Path) -> bool:
+    """Whether `fit` holds an attempt killed before its first ``last.ckpt``: its config
+    (or a checkpoint) is there, so ``aspp-seg fit`` would refuse to start over it."""
+    checkpoints = fit / "checkpoints"
+    return (fit / "config.yaml").is_file() or any(checkpoints.glob("*.ckpt"))
 
 
-def table1(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
-    """Markdown: per-class val IoU (%) of each run; on Cityscapes the study's row and the
-    difference below it; for a config run with several seeds, their spread (max - min)."""
-    cityscapes = _on_cityscapes(results)
-    rows = []
-    for label, result in results.items():
-        ours = [*result["val"]["iou"], result["val"]["miou"]]  # fractions
-        rows.append(IoURow(ours, labels=(_method(label, result, study), f"this run ({label})")))
-        row = study.get(result["config"]) if cityscapes else None
-        if row:
-            theirs = [v / 100 for v in (*row.iou, row.miou)]  # the study prints percentages
-            diffs = [_diff(a, b) for a, b in zip(ours, theirs, strict=True)]
-            rows.append(IoURow(theirs, labels=("", "study")))
-            rows.append(IoURow(diffs, labels=("", "difference"), signed=True))
-        elif cityscapes:
-            rows.append(IoURow([None] * len(ours), labels=("", "study")))
-    for config, labels in seed_groups(results).items():
-        values = np.array([[*results[k]["val"]["iou"], results[k]["val"]["miou"]] for k in labels])
-        spread = values.max(axis=0) - values.min(axis=0)
-        method = _method(config, results[labels[0]], study)
-        rows.append(IoURow(list(spread), labels=(method, f"seed spread ({len(labels)} runs)")))
-    return iou_table(rows, _columns(results), label_columns=["Method", "Source"])
+def _set_aside(fit: Path) -> None:
+    """Moves an attempt that left no ``last.ckpt`` to ``fit_abandoned_<time>`` beside
+    it (nothing is deleted; there is nothing to resume), so that the run starts anew."""
+    if not _abandoned(fit):
+        return
+    aside = fit.with_name(f"fit_abandoned_{time.strftime('%Y%m%d-%H%M%S')}")
+    fit.rename(aside)
+    print(f"[table1] {fit} had no last.ckpt to resume: moved to {aside}", flush=True)
 
 
-def table2(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
-    """Markdown: train and val mIoU (%) of each run with its steps and training time; on
-    Cityscapes beside the study's Table 2."""
-    cityscapes = _on_cityscapes(results)
-    head = ["Method", "steps", "train time"]
-    if cityscapes:
-        head += ["train mIoU", "study", "difference", "val mIoU", "study", "difference"]
-    else:
-        head += ["train mIoU", "val mIoU"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, result in results.items():
-        train, val = 100 * result["train"]["miou"], 100 * result["val"]["miou"]
-        wall = result.get("wall_s")
-        cells = [f"{_method(label, result, study)} ({label})", str(result.get("steps", "-")),
-                 "-" if wall is None else f"{wall / 60:.1f} min"]  # fmt: skip
-        if cityscapes:
-            row = study.get(result["config"])
-            s_train, s_val = (row.train_miou, row.val_miou) if row else (None, None)
-            cells += [_fmt(train), _fmt(s_train), _fmt(_diff(train, s_train), sign=True),
-                      _fmt(val), _fmt(s_val), _fmt(_diff(val, s_val), sign=True)]  # fmt: skip
-        else:
-            cells += [_fmt(train), _fmt(val)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def run_one(plan: RunPlan) -> None:
+    """The work of one job: train to the budget (resuming from ``last.ckpt``), mark the
+    training finished, evaluate. Raises `UserError` with a one-line reason."""
+    if plan.error:
+        raise ConfigError(plan.error)
+    if fit_record(plan) is None:
+        if _last_state(plan.out, plan.label) is None:
+            _set_aside(plan.folder / "fit")
+        checkpoint = train(plan.label, plan.config, list(plan.overrides), plan.out,
+                           wandb_group=plan.wandb_group, quiet=True)  # fmt: skip
+        steps = checkpoint_step(checkpoint)
+        if plan.steps is not None and steps < plan.steps:
+            raise RunFailed(f"training {plan.label} ended at step {steps} of {plan.steps}; "
+                            f"its output: {plan.folder / 'fit' / 'fit.log'}")  # fmt: skip
+        _mark_finished(plan, steps)
+    evaluate(plan.label, plan.config, list(plan.overrides), plan.out,
+             last_checkpoint(plan.out, plan.label))  # fmt: skip
 
 
-def seed_note(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
-    """Which rows' val mIoU differ from a multi-seed config's mean by more than its
-    seed spread; empty when no config ran with several seeds."""
-    notes = []
-    for config, labels in seed_groups(results).items():
-        vals = [100 * results[k]["val"]["miou"] for k in labels]
-        mean, spread = float(np.mean(vals)), max(vals) - min(vals)
-        method = _method(config, results[labels[0]], study)
-        beyond, within = [], []
-        for label, result in results.items():
-            if label in labels:
-                continue
-            diff = 100 * result["val"]["miou"] - mean
-            text = f"{_method(label, result, study)} ({diff:+.2f})"
-            (beyond if abs(diff) > spread else within).append(text)
-        notes.append(
-            f"{method} over {len(labels)} seeds: val mIoU "
-            f"{', '.join(f'{v:.2f}' for v in vals)} (spread {spread:.2f} points, mean "
-            f"{mean:.2f}). Beyond that spread from its mean: {', '.join(beyond) or 'none'}; "
-            f"within it: {', '.join(within) or 'none'}."
-        )
-    return "\n\n".join(notes) + "\n" if notes else ""
+@dataclass(frozen=True)
+class RunState:
+    """Where a run stands before the sweep: `what` is ``finished``, ``evaluate`` (trained,
+    not evaluated), ``resume``, ``new``, ``running`` (another job has it) or ``failed``
+    (it cannot start); `detail` says more; `submit`: whether a job is needed."""
+
+    what: str
+    detail: str = ""
+
+    @property
+    def submit(self) -> bool:
+        return self.what in ("evaluate", "resume", "new")
 
 
-def caveat(data: str | None, budget: str, cityscapes: bool = True) -> str:
-    """What the numbers are worth; empty for the real reproduction."""
-    if not cityscapes:
-        return (
-            "> Not the study's data set: these rows compare the study's variants with each "
-            f"other on this data at a `{budget}`-step budget (and with the seed spread), "
-            "not with the study's Cityscapes numbers.\n\n"
-        )
-    if data != "demo" and budget == "full":
-        return ""
-    where = "the synthetic demo data" if data == "demo" else "Cityscapes"
-    return (
-        f"> **These numbers mean nothing.** They come from a `{budget}` training budget on "
-        f"{where}, not from the study's protocol (40 epochs of Cityscapes fine, "
-        "ResNet-101 ImageNet weights); they only show that the pipeline runs end to end. "
-        "Run `--data <cityscapes root> --budget full` for the reproduction.\n\n"
-    )
+def _trained(plan: RunPlan, checkpoint: Path) -> dict | None:
+    """The run's finished record: ``finished.json``, or for a run trained to its step
+    budget before that marker existed (an earlier version of this runner), its step."""
+    record = fit_record(plan)
+    if record is None and plan.steps is not None:
+        step = checkpoint_step(checkpoint)
+        record = {"steps": step} if step >= plan.steps else None
+    return record
 
 
-def write_tables(
-    results: dict[str, dict], out: Path, *, data: str | None, budget: str
-) -> tuple[Path, Path]:
-    """Writes ``table1.md``, ``table2.md`` and ``results.json`` into `out`."""
-    study = load_study()
-    note = caveat(data, budget, _on_cityscapes(results))
-    seeds = seed_note(results, study)
-    seeds = f"\n{seeds}" if seeds else ""
-    t1 = out / "table1.md"
-    t1.write_text(
-        "# Table 1: per-class IoU (%) on the validation split\n\n"
-        + note + table1(results, study) + seeds
-    )  # fmt: skip
-    t2 = out / "table2.md"
-    t2.write_text("# Table 2: train and val mIoU (%)\n\n" + note + table2(results, study) + seeds)
-    serial = {
-        name: {split: {"iou": [None if math.isnan(v) else float(v) for v in r[split]["iou"]],
-                       "miou": None if math.isnan(r[split]["miou"]) else r[split]["miou"]}
-               for split in SPLITS}
-        for name, r in results.items()
-    }  # fmt: skip
-    for name, r in results.items():
-        serial[name].update(config=r["config"], steps=r.get("steps"), wall_s=r.get("wall_s"))
-    meta = {"data": data, "budget": budget, "meaningful": not note,
-            "columns": _columns(results)}  # fmt: skip
-    (out / "results.json").write_text(json.dumps({"meta": meta, "runs": serial}, indent=1))
-    return t1, t2
+def run_state(plan: RunPlan, *, adopt: bool = True) -> RunState:
+    """The run's state from its folder. A run trained to its budget before the marker
+    existed (an earlier version of this runner) is marked finished here (`adopt`)."""
+    from experiments import sweep
+
+    if plan.error:
+        return RunState("failed", plan.error)
+    holder = sweep.running(plan.folder)
+    if holder is not None:
+        return RunState("running", holder)
+    found = _last_state(plan.out, plan.label)
+    record = _trained(plan, Path(found[0])) if found is not None else None
+    if found is not None and record is None:
+        return RunState("resume", f"from step {checkpoint_step(Path(found[0]))}")
+    if record is not None and adopt and fit_record(plan) is None:
+        _mark_finished(plan, record["steps"])
+    if record is None:
+        if _abandoned(plan.folder / "fit"):
+            return RunState("new", "(its attempt left no checkpoint: set aside, started anew)")
+        return RunState("new")
+    checkpoint = last_checkpoint(plan.out, plan.label)
+    if evaluated(plan.out, plan.label, checkpoint):
+        return RunState("finished", f"step {record['steps']}")
+    return RunState("evaluate", f"trained to step {record['steps']}")
+
+
+def collect(plan: RunPlan, *, evaluate_missing: bool = False) -> dict:
+    """A run's row of the tables, from its folder.
+
+    Returns:
+        ``{"config", "group", "seed", "budget", "state", "reason", "steps", "wall_s",
+        "train", "val", "per_image"}``; ``state`` is ``finished``, ``unfinished`` (its
+        last checkpoint, evaluated by ``--collect``), ``failed``, ``running`` or ``not
+        run``; the scores are present for the first two.
+    """
+    from experiments import sweep
+
+    wall = plan.folder / "fit" / "wall_s.txt"
+    result = {"config": plan.config.stem, "group": group_name(plan.spec), "seed": plan.spec.seed,
+              "budget": plan.budget, "state": "not run", "reason": None, "steps": None,
+              "wall_s": float(wall.read_text()) if wall.is_file() else None,
+              "per_image": None}  # fmt: skip
+    if plan.error:
+        return {**result, "state": "failed", "reason": plan.error}
+    found = _last_state(plan.out, plan.label)
+    checkpoint = Path(found[0]) if found else None
+    done = checkpoint is not None and evaluated(plan.out, plan.label, checkpoint)
+    if checkpoint is not None and (done or evaluate_missing):
+        scores = evaluate(plan.label, plan.config, list(plan.overrides), plan.out, checkpoint)
+        record = _trained(plan, checkpoint)
+        steps = record["steps"] if record else checkpoint_step(checkpoint)
+        per_image = plan.folder / "eval" / PER_IMAGE
+        return {**result, **scores, "state": "finished" if record else "unfinished",
+                "steps": steps, "per_image": per_image}  # fmt: skip
+    holder = sweep.running(plan.folder)
+    if holder is not None:
+        return {**result, "state": "running", "reason": holder}
+    reason = sweep.failure(plan.folder)
+    if reason is not None:
+        return {**result, "state": "failed", "reason": reason}
+    return {**result, "state": "unfinished" if checkpoint else "not run"}
 
 
 # -------------------------------------------------------------------------- main
@@ -471,12 +637,18 @@ def write_tables(
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m experiments.table1",
-        description="Train and evaluate configs, then write the study's Tables 1 and 2 "
-        "beside its published numbers.",
+        description="Train and evaluate configs over seeds (one submitit job per run: local "
+        "processes or SLURM), then write the study's Tables 1 and 2 with each variant's "
+        "difference to the reference and whether it is beyond noise.",
     )
     parser.add_argument("--configs", nargs="+", type=str, required=True,
                         help="config names in configs/ (dl1 dl2 dl3 dl4 dl1_150ep segnet) "
                         "or YAML paths, each optionally NAME@seed=S and/or @steps=N")  # fmt: skip
+    parser.add_argument("--seeds", nargs="*", type=int, default=[],
+                        help="run every config once per seed (rows NAME_seedS)")  # fmt: skip
+    parser.add_argument("--reference", type=str | None, default=None,
+                        help="the config every other is compared with (default: the first "
+                        "of --configs, DL-1 in the study)")  # fmt: skip
     parser.add_argument("--overlay", nargs="*", type=Path, default=[],
                         help="YAML files layered over every config, e.g. "
                         "configs/overlay/study_camvid.yaml (CamVid on a CPU)")  # fmt: skip
@@ -489,72 +661,178 @@ def build_parser() -> ArgumentParser:
                         "a number of training steps")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs") / "table1",
                         help="folder for the runs and the tables")  # fmt: skip
-    parser.add_argument(
-        "--collect",
-        type=bool,
-        default=False,
-        help="do not train: evaluate / read the finished runs in --out",
-    )
-    parser.add_argument(
-        "--wandb_group",
-        type=str | None,
-        default=None,
-        help="also log every run to W&B (offline) in this group",
-    )
+    parser.add_argument("--collect", type=bool, default=False,
+                        help="do not train: evaluate / read the runs in --out")  # fmt: skip
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each run's state and command and the engine's settings "
+                        "(the sbatch file with --cluster slurm); submit nothing")  # fmt: skip
+    parser.add_argument("--wandb_group", type=str | None, default=None,
+                        help="also log every run to W&B (offline) in this group")  # fmt: skip
     parser.add_argument("--set", nargs="*", type=str, default=[],
                         help="extra settings for every run, KEY=VALUE as on the aspp-seg "
                         "command line, e.g. model.net.init_args.pretrained=false")  # fmt: skip
-    parser.add_argument(
-        "--quiet", type=bool, default=False, help="write each training's output to its run folder"
-    )
+    parser.add_argument("--quiet", type=bool, default=True,
+                        help="kept for older command lines: each run's output always goes "
+                        "to its fit/fit.log")  # fmt: skip
+    engine = parser.add_argument_group("where the jobs run (submitit)")
+    engine.add_argument("--cluster", type=str, default="local",
+                        help="'local' (processes on this machine) or 'slurm' (a job "
+                        "array)")  # fmt: skip
+    engine.add_argument("--jobs", type=int | None, default=None,
+                        help="at most this many runs at once (default: local 1, SLURM "
+                        "all)")  # fmt: skip
+    engine.add_argument("--threads", type=int | None, default=None,
+                        help="CPU threads per job (default: local, this machine's cores "
+                        "split between --jobs; SLURM, the cluster's cpus-per-task)")  # fmt: skip
+    engine.add_argument("--gpus_per_job", type=int | None, default=None,
+                        help="GPUs per job (default: local, this machine's GPUs split "
+                        "between --jobs; SLURM, 0)")  # fmt: skip
+    engine.add_argument("--time_min", type=int | None, default=None,
+                        help="a job's time limit in minutes (SLURM requeues a job that "
+                        "reaches it; it resumes from its last checkpoint)")  # fmt: skip
+    engine.add_argument("--partition", type=str | None, default=None, help="SLURM partition")
+    engine.add_argument("--slurm", nargs="*", type=str, default=[],
+                        help="more sbatch options, KEY=VALUE (account=abc constraint=a100 "
+                        "mem=64G ...): submitit's parameter where it has one, else "
+                        "#SBATCH --KEY=VALUE")  # fmt: skip
     return parser
 
 
-def run(argv: Sequence[str]) -> tuple[Path, Path]:
+def _key_values(items: Sequence[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def make_engine(args, out: Path):
+    """The `experiments.sweep.Engine` of the command line, with this machine's share of
+    threads and GPUs for local jobs."""
+    from experiments import sweep
+
+    jobs, threads, gpus = args.jobs, args.threads, args.gpus_per_job
+    if args.cluster == "local":
+        jobs = jobs or 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        threads = threads or max(1, (cores or os.cpu_count() or 1) // jobs)
+        count = sweep.gpu_count()
+        if gpus is None:
+            gpus = max(1, count // jobs) if count else 0
+        elif gpus > count:
+            raise ConfigError(f"--gpus_per_job {gpus}: this machine has {count} GPU(s)")
+    # one submitit folder per call: job ids (local: process ids) are unique within it
+    folder = out / "submitit" / time.strftime("%Y%m%d-%H%M%S")
+    return sweep.Engine(cluster=args.cluster, folder=folder, jobs=jobs,
+                        threads=threads, gpus_per_job=gpus or 0, time_min=args.time_min,
+                        partition=args.partition,
+                        slurm=_key_values(args.slurm, "--slurm"))  # fmt: skip
+
+
+class _Log:
+    """Prints a line and appends it, time-stamped, to ``<out>/sweep.log``."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def __call__(self, message: str) -> None:
+        print(f"[table1] {message}", flush=True)
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
+def run(argv: Sequence[str]) -> tuple[Path, Path] | None:
+    """The command; returns the two tables' paths (None for ``--dry-run``).
+
+    Raises:
+        RunFailed: a run failed (after the tables, which show its reason, are written).
+    """
     args = build_parser().parse_args(list(argv))
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-    extra = [f"--{item}" for item in args.set]
+    _key_values(args.set, "--set")
     for overlay in args.overlay:
         if not Path(overlay).is_file():
             raise ConfigError(f"--overlay {overlay}: no such file")
-    results = {}
-    for spec in map(parse_run, args.configs):
-        config = config_path(spec.config)
-        parameters = _net_parameters(config)
-        budget = str(spec.steps) if spec.steps else args.budget
-        overrides = [
-            *(arg for o in args.overlay
-              for arg in ("--config", str(overlay_for(Path(o), parameters, spec.label, out)))),
-            *data_overrides(args.data, out, budget),
-            *budget_overrides(budget, parameters),
-            *(["--seed_everything", str(spec.seed)] if spec.seed is not None else []),
-            *extra,
-        ]  # fmt: skip
-        if args.collect:
-            checkpoint = last_checkpoint(out, spec.label)
-        else:
-            checkpoint = train(spec.label, config, overrides, out, wandb_group=args.wandb_group,
-                               quiet=args.quiet)  # fmt: skip
-        results[spec.label] = {
-            **evaluate(spec.label, config, overrides, out, checkpoint),
-            "config": config.stem,
-            **run_budget(out, spec.label, checkpoint),
-        }
-    t1, t2 = write_tables(results, out, data=args.data, budget=args.budget)
+    specs = expand_runs(args.configs, args.seeds)
+    groups = {group_name(s) for s in specs}
+    reference = args.reference or group_name(specs[0])
+    if reference not in groups:
+        raise ConfigError(f"--reference {reference}: not one of {', '.join(sorted(groups))}")
+    engine = make_engine(args, out)
+    if not args.dry_run:
+        out.mkdir(parents=True, exist_ok=True)
+    log = _Log(None if args.dry_run else out / "sweep.log")
+    plans = plan_runs(specs, args, out, write=not args.dry_run)
+    if not args.collect:
+        states = {p.label: run_state(p, adopt=not args.dry_run) for p in plans}
+        width = max(len(p.label) for p in plans)
+        log(f"{len(plans)} runs in {out}; jobs: {engine.describe()}")
+        for plan in plans:
+            state = states[plan.label]
+            log(f"  {plan.label:<{width}}  {state.what} {state.detail}".rstrip())
+        todo = [p for p in plans if states[p.label].submit]
+        if args.dry_run:
+            _print_dry_run(todo, engine)
+            return None
+        _submit(todo, engine, log)
+    elif args.dry_run:
+        print("[table1] --collect: nothing would be submitted")
+        return None
+    from experiments import tables
+
+    results = {p.label: collect(p, evaluate_missing=args.collect) for p in plans}
+    t1, t2 = tables.write_tables(results, out, data=args.data, budget=args.budget,
+                                 reference=reference)  # fmt: skip
     print(f"\n{t1.read_text()}\n{t2.read_text()}\nwritten: {t1}, {t2}", flush=True)
+    failed = [f"{label} ({r['reason']})" for label, r in results.items() if r["state"] == "failed"]
+    if failed:
+        raise RunFailed(f"{len(failed)} of {len(results)} runs failed (the tables say so): "
+                        + "; ".join(failed))  # fmt: skip
     return t1, t2
+
+
+def _print_dry_run(todo: Sequence[RunPlan], engine) -> None:
+    from experiments import sweep
+
+    print(f"[table1] --dry-run: {len(todo)} job(s) would be submitted ({engine.describe()}):")
+    for plan in todo:
+        command = fit_command(plan.label, plan.config, plan.overrides, plan.out,
+                              plan.wandb_group)  # fmt: skip
+        print(f"  {plan.label}: {shlex.join(['aspp-seg', *command[3:]])}")
+    if engine.cluster == "slurm" and todo:
+        print(f"[table1] the sbatch file submitit would write ({engine.folder}):")
+        print(sweep.sbatch_text(engine, len(todo)))
+
+
+def _submit(todo: Sequence[RunPlan], engine, log) -> None:
+    from experiments import sweep
+
+    if not todo:
+        return
+    prepare_data(todo)
+    # the jobs unpickle experiments.* wherever they start (cwd may be elsewhere)
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO) + (os.pathsep + path if path else "")
+    jobs = [sweep.Job(p.label, p.folder, functools.partial(run_one, p), engine.threads)
+            for p in todo]  # fmt: skip
+    outcomes = sweep.run_jobs(jobs, engine, log)
+    failed = [o for o in outcomes if o.reason is not None]
+    log(f"{len(outcomes) - len(failed)} of {len(outcomes)} jobs finished"
+        + (f"; failed: {', '.join(o.label for o in failed)}" if failed else ""))  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         run(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        print("table1: error: interrupted; run the same command again to go on", file=sys.stderr)
+        sys.exit(130)
     except UserError as error:
         print(f"table1: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,8 @@
-"""The Table 1 / Table 2 runner: end to end on the demo data, and its table arithmetic."""
+"""The Table 1 / Table 2 runner's pieces: run specs, overlays, budgets and the tables'
+arithmetic (end to end, killed and resumed: tests/experiments/test_sweep.py)."""
 
 from __future__ import annotations
 
-import json
-import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +10,7 @@ import pytest
 
 from aspp_seg.data.labels import TABLE1_COLUMNS
 from aspp_seg.errors import ConfigError
+from experiments import stats, tables
 from experiments import table1 as runner
 from experiments.study import load_study
 
@@ -23,100 +21,109 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
-def test_runner_writes_both_tables_on_demo_data(tmp_path):
-    out = tmp_path / "results"
-    command = [sys.executable, "-m", "experiments.table1", "--configs", "dl1",
-               "--data", "demo", "--budget", "tiny", "--out", str(out),
-               "--quiet", "true"]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "These numbers mean nothing" in result.stdout
-
-    study = load_study()["dl1"]
-    train = runner.read_iou_csv(out / "runs" / "dl1" / "eval" / "train_iou.csv")
-    val = runner.read_iou_csv(out / "runs" / "dl1" / "eval" / "val_iou.csv")
-    assert (out / "runs" / "dl1" / "fit" / "checkpoints" / "last.ckpt").is_file()
-
-    t1 = (out / "table1.md").read_text()
-    assert "These numbers mean nothing" in t1
-    lines = [line for line in t1.splitlines() if line.startswith("|")]
-    ours, theirs, diff = (_cells(line) for line in lines[2:5])
-    assert ours[:2] == ["DL-1", "this run (dl1)"] and theirs[1] == "study"
-    assert [float(x) for x in theirs[2:]] == [*study.iou, study.miou]
-    for i, value in enumerate([*val["iou"], val["miou"]]):
-        if math.isnan(value):  # a class that the demo data does not contain
-            assert ours[2 + i] == "-" and diff[2 + i] == "-"
-        else:
-            assert float(ours[2 + i]) == pytest.approx(100 * value, abs=0.006)
-            assert float(diff[2 + i]) == pytest.approx(float(ours[2 + i]) - float(theirs[2 + i]))
-
-    t2 = (out / "table2.md").read_text()
-    row = _cells(next(line for line in t2.splitlines() if line.startswith("| DL-1")))
-    assert row[1] == "4" and row[2].endswith(" min")  # the tiny budget's steps
-    assert float(row[3]) == pytest.approx(100 * train["miou"], abs=0.006)
-    assert float(row[4]) == study.train_miou == 69.2
-    assert float(row[6]) == pytest.approx(100 * val["miou"], abs=0.006)
-    assert float(row[7]) == study.val_miou == 65.43
-    assert float(row[8]) == pytest.approx(float(row[6]) - 65.43)
-    saved = json.loads((out / "results.json").read_text())
-    assert saved["meta"]["meaningful"] is False and saved["runs"]["dl1"]["steps"] == 4
-
-
 def _split(iou, miou, columns=TABLE1_COLUMNS):
     return {"columns": list(columns), "iou": np.asarray(iou), "miou": miou}
+
+
+def _run(config, val, train, *, seed=None, steps=100, wall=90.0, state="finished"):
+    return {
+        "config": config,
+        "group": config,
+        "seed": seed,
+        "state": state,
+        "reason": None,
+        "steps": steps,
+        "wall_s": wall,
+        "per_image": None,
+        "val": val,
+        "train": train,
+    }
 
 
 def test_tables_put_each_run_beside_the_study():
     iou = np.full(19, np.nan)
     iou[0], iou[10] = 0.9, 0.5  # road, sky
-    run = {"val": _split(iou, 0.7), "train": _split(iou, 0.8), "steps": 100, "wall_s": 90.0}
-    results = {"dl2": {**run, "config": "dl2"}, "mine": {**run, "config": "mine"}}
+    results = {"dl2": _run("dl2", _split(iou, 0.7), _split(iou, 0.8)),
+               "mine": _run("mine", _split(iou, 0.7), _split(iou, 0.8))}  # fmt: skip
     study = load_study()
-    t1 = runner.table1(results, study).splitlines()
+    t1 = tables.table1(results, study).splitlines()
     assert _cells(t1[2])[:3] == ["DL-2", "this run (dl2)", "90.00"]
     assert _cells(t1[3])[2] == "96.99" and _cells(t1[4])[2] == "-6.99"
     assert _cells(t1[4])[-1] == f"{70 - 67.29:+.2f}"
     assert _cells(t1[5])[:3] == ["mine", "this run (mine)", "90.00"]  # not in the study
-    t2 = runner.table2(results, study).splitlines()
+    assert _cells(t1[6])[:3] == ["", "study", "-"]
+    t2 = tables.table2(results, study).splitlines()
     assert _cells(t2[2]) == ["DL-2 (dl2)", "100", "1.5 min", "80.00", "70.97", "+9.03",
                              "70.00", "67.29", "+2.71"]  # fmt: skip
     assert _cells(t2[3])[4:6] == ["-", "-"]
-    assert runner.caveat("/data/cityscapes", "full") == ""
-    assert "mean nothing" in runner.caveat("demo", "full")
+    assert tables.caveat("/data/cityscapes", "full") == ""
+    assert "mean nothing" in tables.caveat("demo", "full")
 
 
-def test_other_data_sets_get_their_own_columns_and_the_seed_spread():
-    """CamVid: its 11 classes as columns, no study rows; DL-1 over two seeds gives the
-    spread that the note compares the other rows with."""
+def test_other_data_sets_get_seed_means_and_the_comparison_to_the_reference():
+    """CamVid: its 11 classes as columns, no study rows; DL-1 and DL-2 over three seeds,
+    DL-4 once: mean ± sd rows, the difference to DL-1 with Welch's interval and a
+    verdict; a failed run is a row with its reason."""
     from aspp_seg.data.labels import CAMVID_CLASSES
 
-    def run(config, miou, first):
+    def run(config, seed, miou, first):
         iou = np.full(11, 0.5)
         iou[0] = first
-        return {"val": _split(iou, miou, CAMVID_CLASSES), "config": config, "steps": 225,
-                "train": _split(iou, miou + 0.1, CAMVID_CLASSES), "wall_s": None}  # fmt: skip
+        result = _run(
+            config,
+            _split(iou, miou, CAMVID_CLASSES),
+            _split(iou, miou + 0.1, CAMVID_CLASSES),
+            seed=seed,
+            steps=225,
+            wall=60.0,
+        )
+        return f"{config}_seed{seed}", result
 
-    results = {"dl1": run("dl1", 0.40, 0.80), "dl1_seed1": run("dl1", 0.42, 0.86),
-               "dl2": run("dl2", 0.415, 0.9), "dl4": run("dl4", 0.45, 0.9)}  # fmt: skip
+    results = dict([run("dl1", 0, 0.40, 0.80), run("dl1", 1, 0.42, 0.86),
+                    run("dl1", 2, 0.44, 0.92), run("dl2", 0, 0.50, 0.9),
+                    run("dl2", 1, 0.54, 0.9), run("dl2", 2, 0.58, 0.9),
+                    run("dl4", 0, 0.45, 0.9)])  # fmt: skip
+    results["dl4_seed1"] = {
+        **results["dl4_seed0"],
+        "seed": 1,
+        "state": "failed",
+        "reason": "training dl4_seed1 failed (exit status 1): loss is NaN",
+    }
+    del results["dl4_seed1"]["val"], results["dl4_seed1"]["train"]
     study = load_study()
-    t1 = runner.table1(results, study).splitlines()
+    t1 = tables.table1(results, study).splitlines()
     assert _cells(t1[0])[2:] == [*CAMVID_CLASSES, "mIoU"]
-    assert [_cells(line)[1] for line in t1[2:]] == [
-        "this run (dl1)", "this run (dl1_seed1)", "this run (dl2)", "this run (dl4)",
-        "seed spread (2 runs)"]  # fmt: skip
-    spread = _cells(t1[-1])
-    assert spread[0] == "DL-1" and spread[2] == "6.00" and spread[3] == "0.00"
-    assert spread[-1] == "2.00"
-    t2 = runner.table2(results, study).splitlines()
+    rows = [_cells(line) for line in t1[2:]]
+    assert [r[:2] for r in rows] == [
+        ["DL-1", "mean ± sd, 3 seeds"],
+        ["DL-2", "mean ± sd, 3 seeds"],
+        ["DL-4", "this run (dl4_seed0)"],
+        ["DL-4", "dl4_seed1: failed: training dl4_seed1 failed (exit status 1): loss is NaN"],
+    ]
+    assert rows[0][2] == "86.00 ± 6.00" and rows[0][3] == "50.00 ± 0.00"
+    assert rows[0][-1] == "42.00 ± 2.00" and rows[3][2:] == ["-"] * 12
+    t2 = tables.table2(results, study).splitlines()
     assert _cells(t2[0]) == ["Method", "steps", "train time", "train mIoU", "val mIoU"]
-    assert _cells(t2[4]) == ["DL-2 (dl2)", "225", "-", "51.50", "41.50"]
-    note = runner.seed_note(results, study)
-    assert "spread 2.00 points, mean 41.00" in note
-    assert "Beyond that spread from its mean: DL-4 (+4.00); within it: DL-2 (+0.50)" in note
-    assert "Not the study's data set" in runner.caveat(None, "225", cityscapes=False)
-    results["dl2"]["val"]["columns"] = list(TABLE1_COLUMNS)[:11]
+    assert _cells(t2[7]) == ["DL-2 (dl2_seed2)", "225", "1.0 min", "68.00", "58.00"]
+    assert _cells(t2[9])[:4] == ["DL-4 (dl4_seed1)", "-", "1.0 min", "failed: training "
+                                 "dl4_seed1 failed (exit status 1): loss is NaN"]  # fmt: skip
+    assert _cells(t2[10]) == ["DL-1 (mean ± sd, 3 seeds)", "225", "3.0 min in all",
+                             "52.00 ± 2.00", "42.00 ± 2.00"]  # fmt: skip
+
+    table = tables.comparison(results, study, "dl1").splitlines()
+    welch = stats.welch_interval([0.40, 0.42, 0.44], [0.50, 0.54, 0.58])
+    assert _cells(table[2]) == ["DL-1 (reference)", "3", "42.00 ± 2.00", "", "", "", ""]
+    assert _cells(table[3]) == ["DL-2", "3", "54.00 ± 4.00", "+12.00",
+                                f"[{100 * welch.low:+.2f}, {100 * welch.high:+.2f}]", "-",
+                                "better"]  # fmt: skip
+    one = stats.welch_interval([0.40, 0.42, 0.44], [0.45])  # DL-4: one finished run
+    assert _cells(table[4])[3:] == ["+3.00", f"[{100 * one.low:+.2f}, {100 * one.high:+.2f}]",
+                                    "-", "not distinguishable"]  # fmt: skip
+    assert "Welch's t" in table[-1] and "paired bootstrap" in table[-1]
+    assert "Not the study's data set" in tables.caveat(None, "225", cityscapes=False)
+    results["dl2_seed0"]["val"]["columns"] = list(TABLE1_COLUMNS)[:11]
     with pytest.raises(ConfigError, match="different classes"):
-        runner.table1(results, study)
+        tables.table1(results, study)
 
 
 def test_run_specs_and_overlays(tmp_path):

@@ -1,0 +1,358 @@
+"""The study's Tables 1 and 2 as Markdown (and ``results.json``) from the runs' results.
+
+Runs of one config at one budget are seeds of one another (a group): Table 1 gives each
+group's per-class val IoU, Table 2 each run's steps, wall time, train and val mIoU and
+each group's mean ± standard deviation over seeds, then every group's difference of val
+mIoU to the reference group with two 95% intervals and a verdict (`experiments.stats`).
+On Cityscapes the study's published rows (`experiments.study`) stand beside ours. Runs
+without scores (failed, running, not run) are rows with their reason.
+
+The inputs are `experiments.table1.collect`'s dicts, one per run label: ``config``,
+``group``, ``seed``, ``state``, ``reason``, ``steps``, ``wall_s``, ``per_image`` (a path
+or None) and, for a scored run, ``train`` / ``val`` ``{"columns", "iou", "miou"}``
+(fractions, NaN where a class has no pixels).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from aspp_seg.data.labels import TABLE1_COLUMNS
+from aspp_seg.errors import ConfigError
+from experiments import stats
+from experiments.study import StudyRow, load_study
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+
+
+def _pct(value: float | None, *, sign: bool = False) -> str:
+    """A fraction as a percentage cell; ``-`` where there is none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    """``mean ± sd`` (%) over seeds, NaNs left out; one value alone."""
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    if not kept:
+        return "-"
+    if len(kept) == 1:
+        return _pct(kept[0])
+    return f"{100 * np.mean(kept):.2f} ± {100 * np.std(kept, ddof=1):.2f}"
+
+
+def _scored(result: dict) -> bool:
+    return "val" in result
+
+
+def _columns(results: dict[str, dict]) -> list[str]:
+    """The class columns that all scored runs share (none scored: no columns)."""
+    columns = {tuple(r["val"]["columns"]) for r in results.values() if _scored(r)}
+    if len(columns) > 1:
+        raise ConfigError("the runs were evaluated on different classes; tabulate them apart")
+    return list(columns.pop()) if columns else []
+
+
+def _on_cityscapes(results: dict[str, dict]) -> bool:
+    """Whether the runs were scored on Cityscapes' 19 classes, the study's columns."""
+    return _columns(results) == list(TABLE1_COLUMNS)
+
+
+def _method(result: dict, study: dict[str, StudyRow]) -> str:
+    row = study.get(result["config"])
+    return row.method if row else result["group"]
+
+
+def groups(results: dict[str, dict]) -> dict[str, list[str]]:
+    """Group -> its finished runs' labels, in the order given (groups without a
+    finished run have an empty list)."""
+    found: dict[str, list[str]] = {}
+    for label, result in results.items():
+        found.setdefault(result["group"], [])
+        if result["state"] == "finished":
+            found[result["group"]].append(label)
+    return found
+
+
+def _status(label: str, result: dict) -> str:
+    """``dl1_seed1: failed: ...`` for a run without final scores."""
+    if result["state"] == "unfinished" and result.get("steps") is not None:
+        return f"{label}: unfinished, step {result['steps']}"
+    reason = f": {result['reason']}" if result.get("reason") else ""
+    return f"{label}: {result['state']}{reason}"
+
+
+def table1(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
+    """Markdown: per-class val IoU (%) of each group (mean ± sd over its seeds); on
+    Cityscapes the study's row and the difference below it; runs without final scores
+    on rows of their own."""
+    columns = _columns(results)
+    cityscapes = columns == list(TABLE1_COLUMNS)
+    head = ["Method", "Source", *columns, "mIoU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def line(cells: Sequence[str]) -> None:
+        lines.append("| " + " | ".join(cells) + " |")
+
+    for group, labels in groups(results).items():
+        members = {k: r for k, r in results.items() if r["group"] == group}
+        method = _method(next(iter(members.values())), study)
+        if labels:
+            runs = [results[k]["val"] for k in labels]
+            values = [[*r["iou"], r["miou"]] for r in runs]
+            cells = [_mean_sd(v) for v in zip(*values, strict=True)]
+            source = f"this run ({labels[0]})" if len(labels) == 1 else (
+                f"mean ± sd, {len(labels)} seeds")  # fmt: skip
+            line([method, source, *cells])
+            row = study.get(members[labels[0]]["config"]) if cityscapes else None
+            if row:
+                with warnings.catch_warnings():  # a class without pixels in every run
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    means = np.nanmean(np.array(values, dtype=np.float64), axis=0)
+                theirs = [v / 100 for v in (*row.iou, row.miou)]  # the study prints percentages
+                line(["", "study", *(_pct(v) for v in theirs)])
+                line(["", "difference", *(_pct(a - b, sign=True) for a, b in
+                                          zip(means, theirs, strict=True))])  # fmt: skip
+            elif cityscapes:
+                line(["", "study", *["-"] * (len(columns) + 1)])
+        for label, result in members.items():
+            if label in labels:
+                continue
+            cells = ([_pct(v) for v in (*result["val"]["iou"], result["val"]["miou"])]
+                     if _scored(result) else ["-"] * (len(columns) + 1))  # fmt: skip
+            line([method, _status(label, result), *cells])
+    return "\n".join(lines) + "\n"
+
+
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def table2(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
+    """Markdown: each run's steps, training time, train and val mIoU (%), and each
+    multi-seed group's mean ± sd; on Cityscapes beside the study's Table 2."""
+    cityscapes = _on_cityscapes(results)
+    head = ["Method", "steps", "train time"]
+    if cityscapes:
+        head += ["train mIoU", "study", "difference", "val mIoU", "study", "difference"]
+    else:
+        head += ["train mIoU", "val mIoU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    blank = ["-"] * (len(head) - 4)
+    for label, result in results.items():
+        first = f"{_method(result, study)} ({label})"
+        wall = _minutes(result.get("wall_s"))
+        if not _scored(result):
+            cells = [first, "-", wall, _status(label, result).split(": ", 1)[1], *blank]
+        else:
+            steps = str(result.get("steps", "-"))
+            if result["state"] != "finished":
+                steps += " (unfinished)"
+            train, val = result["train"]["miou"], result["val"]["miou"]
+            cells = [first, steps, wall]
+            if cityscapes:
+                row = study.get(result["config"])
+                s_train, s_val = (row.train_miou, row.val_miou) if row else (None, None)
+                s_train = None if s_train is None else s_train / 100
+                s_val = None if s_val is None else s_val / 100
+                cells += [_pct(train), _pct(s_train), _diff(train, s_train),
+                          _pct(val), _pct(s_val), _diff(val, s_val)]  # fmt: skip
+            else:
+                cells += [_pct(train), _pct(val)]
+        lines.append("| " + " | ".join(cells) + " |")
+    for labels in groups(results).values():
+        if len(labels) < 2:
+            continue
+        runs = [results[k] for k in labels]
+        steps = sorted({str(r["steps"]) for r in runs})
+        walls = [r["wall_s"] for r in runs if r.get("wall_s") is not None]
+        cells = [f"{_method(runs[0], study)} (mean ± sd, {len(labels)} seeds)", "/".join(steps),
+                 f"{sum(walls) / 60:.1f} min in all" if walls else "-"]  # fmt: skip
+        train = _mean_sd([r["train"]["miou"] for r in runs])
+        val = _mean_sd([r["val"]["miou"] for r in runs])
+        cells += [train, "", "", val, "", ""] if cityscapes else [train, val]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _diff(ours: float, theirs: float | None) -> str:
+    if theirs is None or math.isnan(ours):
+        return "-"
+    return _pct(ours - theirs, sign=True)
+
+
+# ------------------------------------------------------------------ comparisons
+
+
+def _per_image(results: dict[str, dict], labels: Sequence[str]) -> list[np.ndarray] | None:
+    """The runs' per-image val confusion counts, when every run has them for the same
+    images (else None: the bootstrap is left out)."""
+    arrays, names = [], set()
+    for label in labels:
+        path = results[label].get("per_image")
+        if path is None or not Path(path).is_file():
+            return None
+        images = Path(path).with_name("val_images.txt")
+        names.add(images.read_text() if images.is_file() else None)
+        arrays.append(np.load(path))
+    if len(names) != 1 or len({a.shape for a in arrays}) != 1:
+        return None
+    return arrays
+
+
+def compare(results: dict[str, dict], reference: str) -> dict[str, dict]:
+    """Every group's difference of val mIoU to `reference`'s (fractions).
+
+    Returns:
+        group -> ``{"runs": n, "diff", "seeds": Interval or None, "images": Interval or
+        None, "verdict"}``; the reference group itself and groups without a finished run
+        are left out.
+    """
+    found = groups(results)
+    ref = found.get(reference, [])
+    ref_miou = [results[k]["val"]["miou"] for k in ref]
+    ref_counts = _per_image(results, ref) if ref else None
+    out = {}
+    for group, labels in found.items():
+        if group == reference or not labels or not ref:
+            continue
+        miou = [results[k]["val"]["miou"] for k in labels]
+        seeds = stats.welch_interval(ref_miou, miou, CONFIDENCE)
+        counts = _per_image(results, labels) if ref_counts is not None else None
+        images = None
+        if counts is not None and counts[0].shape == ref_counts[0].shape:
+            images = stats.paired_bootstrap(ref_counts, counts, confidence=CONFIDENCE,
+                                            resamples=RESAMPLES)  # fmt: skip
+        out[group] = {"runs": len(labels), "diff": float(np.mean(miou) - np.mean(ref_miou)),
+                      "seeds": seeds, "images": images,
+                      "verdict": stats.verdict([seeds, images])}  # fmt: skip
+    return out
+
+
+def _interval(interval: stats.Interval | None) -> str:
+    if interval is None:
+        return "-"
+    return f"[{100 * interval.low:+.2f}, {100 * interval.high:+.2f}]"
+
+
+def comparison(results: dict[str, dict], study: dict[str, StudyRow], reference: str) -> str:
+    """Markdown: each group's val mIoU against the reference's, with the intervals,
+    the verdict and a note on how they were made."""
+    found = groups(results)
+    if not found.get(reference):
+        return f"No finished run of the reference ({reference}): nothing to compare with.\n"
+    differences = compare(results, reference)
+
+    def method(group: str) -> str:
+        first = next(r for r in results.values() if r["group"] == group)
+        return _method(first, study)
+
+    ref_method = method(reference)
+    head = ["Method", "runs", "val mIoU", f"difference to {ref_method}",
+            "95% interval, seeds", "95% interval, val images", "verdict"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group, labels in found.items():
+        if not labels:
+            continue
+        val = _mean_sd([results[k]["val"]["miou"] for k in labels])
+        if group == reference:
+            cells = [f"{ref_method} (reference)", str(len(labels)), val, "", "", "", ""]
+        else:
+            d = differences[group]
+            cells = [method(group), str(len(labels)), val, _pct(d["diff"], sign=True),
+                     _interval(d["seeds"]), _interval(d["images"]), d["verdict"]]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    n_ref = len(found[reference])
+    note = (
+        f"\nDifferences are in points of val mIoU (variant minus {ref_method}). Seeds: "
+        "Welch's t over the runs' val mIoUs (where a method has one run, the other side's "
+        "seed variance stands for both, with its degrees of freedom); it needs two runs on "
+        "one side at least. Val images: a paired bootstrap over the val images "
+        f"({RESAMPLES} resamples, the same images for every run; each run's mIoU recomputed "
+        "from its per-image confusion counts, seed means differenced; percentile interval). "
+        "Verdict: better or worse when both intervals lie on one side of zero (the seed "
+        "interval is required), otherwise not distinguishable."
+    )
+    if n_ref < 2:
+        note += f" {ref_method} has {n_ref} run: give it more seeds for a seed interval."
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+# ------------------------------------------------------------------------ files
+
+
+def caveat(data: str | None, budget: str, cityscapes: bool = True) -> str:
+    """What the numbers are worth; empty for the real reproduction."""
+    if not cityscapes:
+        return (
+            "> Not the study's data set: these rows compare the study's variants with each "
+            f"other on this data at a `{budget}`-step budget (and with the seed spread), "
+            "not with the study's Cityscapes numbers.\n\n"
+        )
+    if data != "demo" and budget == "full":
+        return ""
+    where = "the synthetic demo data" if data == "demo" else "Cityscapes"
+    return (
+        f"> **These numbers mean nothing.** They come from a `{budget}` training budget on "
+        f"{where}, not from the study's protocol (40 epochs of Cityscapes fine, "
+        "ResNet-101 ImageNet weights); they only show that the pipeline runs end to end. "
+        "Run `--data <cityscapes root> --budget full` for the reproduction.\n\n"
+    )
+
+
+def _fractions(values) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in values]
+
+
+def _serial(interval: stats.Interval | None) -> dict | None:
+    if interval is None:
+        return None
+    return {"diff": interval.diff, "low": interval.low, "high": interval.high,
+            "test": interval.test}  # fmt: skip
+
+
+def write_tables(
+    results: dict[str, dict], out: Path, *, data: str | None, budget: str, reference: str
+) -> tuple[Path, Path]:
+    """Writes ``table1.md``, ``table2.md`` (with the comparison) and ``results.json``."""
+    study = load_study()
+    cityscapes = _on_cityscapes(results)
+    note = caveat(data, budget, cityscapes)
+    t1 = out / "table1.md"
+    t1.write_text(
+        "# Table 1: per-class IoU (%) on the validation split\n\n" + note
+        + table1(results, study)
+        + "\nEach method's difference to the reference, with intervals: table2.md.\n"
+    )  # fmt: skip
+    t2 = out / "table2.md"
+    t2.write_text(
+        "# Table 2: train and val mIoU (%)\n\n" + note + table2(results, study)
+        + f"\n## Against the reference ({reference}): val mIoU\n\n"
+        + comparison(results, study, reference)
+    )  # fmt: skip
+    runs = {}
+    for label, r in results.items():
+        runs[label] = {k: r.get(k) for k in ("config", "group", "seed", "state", "reason",
+                                               "steps", "wall_s")}  # fmt: skip
+        if _scored(r):
+            for split in ("train", "val"):
+                runs[label][split] = {"iou": _fractions(r[split]["iou"]),
+                                      "miou": _fractions([r[split]["miou"]])[0]}  # fmt: skip
+    differences = {
+        group: {**d, "seeds": _serial(d["seeds"]), "images": _serial(d["images"])}
+        for group, d in compare(results, reference).items()
+    }
+    meta = {"data": data, "budget": budget, "meaningful": not note, "reference": reference,
+            "columns": _columns(results), "confidence": CONFIDENCE,
+            "bootstrap_resamples": RESAMPLES}  # fmt: skip
+    payload = {"meta": meta, "runs": runs, "comparison": differences}
+    (out / "results.json").write_text(json.dumps(payload, indent=1))
+    return t1, t2
