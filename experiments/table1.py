@@ -139,7 +139,7 @@ def overlay_for(
 ) -> Path:
     """`overlay` without the ``model.net.init_args`` keys that the net builder does not
     take, written to the run's folder when something was left out (else `overlay`).
-    ``write=False`` (``--dry-run``) only says where it would be written."""
+    ``write=False`` (``--dry-run``): written to a temporary folder instead."""
     try:
         settings = yaml.safe_load(overlay.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
@@ -155,12 +155,16 @@ def overlay_for(
     for key in dropped:
         nested.pop(key, None)
         settings.pop(dotted.get(key, ""), None)
-    path = out / "runs" / label / f"overlay_{overlay.name}"
     if write:
         print(f"[table1] {label}: its net takes no {', '.join(dropped)}; left out of "
               f"{overlay.name}")  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(settings, sort_keys=False))
+        path = out / "runs" / label / f"overlay_{overlay.name}"
+    else:  # --dry-run writes nothing under --out, but the config must still parse
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="table1-dry-run-")) / f"overlay_{overlay.name}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
     return path
 
 

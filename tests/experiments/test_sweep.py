@@ -198,7 +198,10 @@ def test_a_failing_job_is_reported_while_the_other_finishes(tmp_path):
 def test_dry_run_prints_the_slurm_jobs_without_a_cluster(tmp_path, capsys):
     assert shutil.which("sbatch") is None  # no SLURM here
     out = tmp_path / "sweep"
+    overlay = tmp_path / "overlay.yaml"  # SegNet takes no backbone: its copy leaves it out
+    overlay.write_text("model.net.init_args.backbone: resnet18\n")
     runner.main(["--configs", "dl1", "segnet", "--seeds", "0", "1", "--data", "demo",
+                 "--overlay", str(overlay),
                  "--budget", "tiny", "--out", str(out), "--dry-run",
                  "--cluster", "slurm", "--partition", "gpu", "--gpus_per_job", "2",
                  "--time_min", "600", "--threads", "8", "--jobs", "3",
