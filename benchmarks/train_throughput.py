@@ -69,14 +69,14 @@ MODEL_SWITCHES = {
     "compile": "compile",
     "fused": "fused_optimizer",
 }
-"""Fast path here -> the `SegmentationModule` switch that applies it."""
+"""Fast path here -> the `FastPaths` callback switch that applies it."""
 
 
 def automatic_paths(device_type: str) -> set[str]:
-    """The fast paths `SegmentationModule` switches on by itself on `device_type`."""
+    """The fast paths the `FastPaths` callback switches on by itself on `device_type`."""
     paths = {path for path, switch in MODEL_SWITCHES.items() if device_type in AUTO_DEVICES[switch]}
     if "compile" in paths and compile_support(device_type):
-        paths.remove("compile")  # the module falls back to eager too
+        paths.remove("compile")  # FastPaths falls back to eager too
     return paths
 
 
