@@ -294,7 +294,7 @@ def caveat(data: str | None, budget: str, cityscapes: bool = True) -> str:
     if not cityscapes:
         return (
             "> Not the study's data set: these rows compare the study's variants with each "
-            f"other on this data at a `{budget}`-step budget (and with the seed spread), "
+            f"other on this data at a `{budget}`-step budget (and with their seed noise), "
             "not with the study's Cityscapes numbers.\n\n"
         )
     if data != "demo" and budget == "full":
