@@ -67,6 +67,7 @@ TINY_NET = {"backbone": "resnet10t", "pretrained": "false", "channels": "16"}
 FINISHED = "finished.json"  # in <run>/fit: the training reached its budget
 PER_IMAGE = "val_confusion_per_image.npy"  # in <run>/eval: N x C x C counts
 IMAGES = "val_images.txt"  # in <run>/eval: the N val images, in that order
+EVALUATED = "evaluated.json"  # in <run>/eval: the step of the weights the files score
 
 
 def config_path(name: str) -> Path:
@@ -360,6 +361,32 @@ def evaluated(out: Path, name: str, checkpoint: Path) -> bool:
     return all(p.is_file() and p.stat().st_mtime >= trained for p in _evaluation_files(out, name))
 
 
+def _mark_evaluated(out: Path, name: str, checkpoint: Path) -> None:
+    """Writes ``evaluated.json`` (the step the files score); files scored by an earlier
+    version of this runner get theirs when the run's state is next read."""
+    record = out / "runs" / name / "eval" / EVALUATED
+    if not record.is_file() or json.loads(record.read_text()).get("mtime") != _mtime(checkpoint):
+        step = {"step": checkpoint_step(checkpoint), "checkpoint": checkpoint.name}
+        record.write_text(json.dumps({**step, "mtime": _mtime(checkpoint)}) + "\n")
+
+
+def _mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def kept_scores(plan: RunPlan) -> dict | None:
+    """The finished record of a run whose checkpoints are gone but whose scores stay
+    (deleted to save disk, or a run folder copied without them): ``finished.json`` at
+    the budget, and evaluation files that ``evaluated.json`` says score that step."""
+    record = fit_record(plan)
+    try:
+        scored = json.loads((plan.folder / "eval" / EVALUATED).read_text())
+    except (OSError, ValueError):
+        return None
+    complete = all(p.is_file() for p in _evaluation_files(plan.out, plan.label))
+    return record if record and complete and scored.get("step") == record["steps"] else None
+
+
 def evaluate(
     name: str, config: Path, overrides: list[str], out: Path, checkpoint: Path
 ) -> dict[str, dict]:
@@ -369,6 +396,7 @@ def evaluate(
     truth; the image names in ``val_images.txt``) for the paired bootstrap."""
     folder = out / "runs" / name / "eval"
     if evaluated(out, name, checkpoint):
+        _mark_evaluated(out, name, checkpoint)
         return {s: read_iou_csv(folder / f"{s}_iou.csv") for s in SPLITS}
 
     from aspp_seg.cli.lightning_cli import lightning_cli
@@ -397,6 +425,7 @@ def evaluate(
             (folder / IMAGES).write_text("".join(f"{n}\n" for n in counts.names))
         write_iou_table(folder, f"{split}_iou", cli.model.last_result, cli.model.class_names)
         results[split] = read_iou_csv(folder / f"{split}_iou.csv")
+    _mark_evaluated(out, name, checkpoint)
     return results
 
 
@@ -583,6 +612,9 @@ def run_state(plan: RunPlan, *, adopt: bool = True) -> RunState:
     if holder is not None:
         return RunState("running", holder)
     found = _last_state(plan.out, plan.label)
+    kept = kept_scores(plan) if found is None else None
+    if kept is not None:
+        return RunState("finished", f"step {kept['steps']} (scores kept, no checkpoint)")
     record = _trained(plan, Path(found[0])) if found is not None else None
     if found is not None and record is None:
         return RunState("resume", f"from step {checkpoint_step(Path(found[0]))}")
@@ -594,6 +626,8 @@ def run_state(plan: RunPlan, *, adopt: bool = True) -> RunState:
         return RunState("new")
     checkpoint = last_checkpoint(plan.out, plan.label)
     if evaluated(plan.out, plan.label, checkpoint):
+        if adopt:
+            _mark_evaluated(plan.out, plan.label, checkpoint)
         return RunState("finished", f"step {record['steps']}")
     return RunState("evaluate", f"trained to step {record['steps']}")
 
@@ -618,6 +652,12 @@ def collect(plan: RunPlan, *, evaluate_missing: bool = False) -> dict:
         return {**result, "state": "failed", "reason": plan.error}
     found = _last_state(plan.out, plan.label)
     checkpoint = Path(found[0]) if found else None
+    kept = kept_scores(plan) if checkpoint is None else None
+    if kept is not None:
+        folder = plan.folder / "eval"
+        scores = {s: read_iou_csv(folder / f"{s}_iou.csv") for s in SPLITS}
+        return {**result, **scores, "state": "finished", "steps": kept["steps"],
+                "per_image": folder / PER_IMAGE}  # fmt: skip
     done = checkpoint is not None and evaluated(plan.out, plan.label, checkpoint)
     if checkpoint is not None and (done or evaluate_missing):
         scores = evaluate(plan.label, plan.config, list(plan.overrides), plan.out, checkpoint)

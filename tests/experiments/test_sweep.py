@@ -347,3 +347,38 @@ def test_run_state_from_the_run_folder(tmp_path, tiny_checkpoint):
     broken = runner.RunPlan(spec, config, (), tmp_path, "2", error="config: no such key")
     assert runner.run_state(broken) == runner.RunState("failed", "config: no such key")
     assert runner.collect(broken)["reason"] == "config: no such key"
+
+
+def test_a_finished_run_without_its_checkpoint_keeps_its_scores(tmp_path, tiny_checkpoint):
+    """Checkpoints deleted after the evaluation (to save disk, or a run folder copied
+    without them): the run stays finished and is not retrained, its scores are read from
+    its files; scores of another step than the finished one do not count."""
+    spec = runner.RunSpec("dl1", "dl1")
+    plan = runner.RunPlan(spec, runner.config_path("dl1"), (), tmp_path, "2")
+    checkpoint = _checkpoint(tmp_path, "dl1")
+    checkpoint.parent.mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, checkpoint)  # 2 steps done
+    assert runner.run_state(plan).what == "evaluate"  # marks it finished
+    folder = tmp_path / "runs" / "dl1" / "eval"
+    folder.mkdir()
+    for split, miou in (("train", "60.00"), ("val", "50.00")):
+        (folder / f"{split}_iou.csv").write_text(f"road,car,mIoU\n{miou},{miou},{miou}\n")
+    import numpy as np
+
+    np.save(folder / runner.PER_IMAGE, np.ones((3, 2, 2), dtype=np.int64))
+    (folder / runner.IMAGES).write_text("a\nb\nc\n")
+    assert runner.run_state(plan).what == "finished"  # writes evaluated.json: step 2
+    assert json.loads((folder / runner.EVALUATED).read_text())["step"] == 2
+
+    checkpoint.unlink()
+    state = runner.run_state(plan)
+    assert state == runner.RunState("finished", "step 2 (scores kept, no checkpoint)")
+    assert not state.submit
+    row = runner.collect(plan, evaluate_missing=True)
+    assert row["state"] == "finished" and row["steps"] == 2
+    assert row["val"]["miou"] == pytest.approx(0.5) and row["train"]["miou"] == pytest.approx(0.6)
+    assert row["per_image"] == folder / runner.PER_IMAGE
+
+    (folder / runner.EVALUATED).write_text(json.dumps({"step": 1}))  # scores of another step
+    assert runner.run_state(plan).what == "new"
+    assert runner.collect(plan)["state"] == "not run"
