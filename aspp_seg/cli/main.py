@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 
 from aspp_seg.cli.commands import discover
 from aspp_seg.errors import Interrupted, UserError
@@ -85,6 +86,20 @@ def _run(args: list[str] | None) -> None:
     lightning_cli(args)
 
 
+def _one_line_warnings() -> None:
+    """aspp-seg's own warnings (a moved setting, ...) as ``aspp-seg: warning: ...``, one
+    line without the source line that Python prints; other libraries' as they are."""
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("aspp_seg."):
+            show(message, category, filename, lineno, file, line)
+            return
+        print(f"aspp-seg: warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = showwarning
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `aspp-seg` console script.
 
@@ -92,6 +107,8 @@ def main(args: list[str] | None = None) -> None:
     ``aspp-seg: error: ...`` on stderr and the error's exit status (2, 1, 130); any
     other exception is a bug and keeps its traceback.
     """
+    if args is None:  # the console script (in-process callers keep their warning capture)
+        _one_line_warnings()
     try:
         try:
             _run(None if args is None else list(args))

@@ -309,3 +309,22 @@ def test_old_flags_build_the_same_config_as_the_new_ones():
                        "--lr_scaling.rule", "sqrt"])  # fmt: skip
     assert old == new
     assert new.model.inference.init_args.output_stride == 16 and new.lr_scaling.rule == "sqrt"
+
+
+def test_the_console_script_warns_in_one_line(tmp_path):
+    """An old setting read at its new place is one ``aspp-seg: warning:`` line from the
+    console script, not Python's ``file:line: FutureWarning`` and source line."""
+    import subprocess
+    import sys
+
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  flip: true\n")
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    done = subprocess.run([sys.executable, "-m", "aspp_seg.cli", "fit", "--config", str(demo),
+                           "--config", str(old), "--print_config"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    warned = [line for line in done.stderr.splitlines() if "model.flip" in line]
+    assert len(warned) == 1, done.stderr[-2000:]
+    assert warned[0].startswith(f"aspp-seg: warning: config {old}: model.flip -> model.inference")
+    assert "FutureWarning" not in done.stderr
