@@ -30,7 +30,7 @@ it reached its budget, ``finished.json``), ``runs/<label>/eval/`` (``{train,val}
 and the per-image val confusion counts of the bootstrap), ``failed.txt`` when its last
 job failed; then ``table1.md``, ``table2.md``, ``results.json`` and ``sweep.log``. The run
 folders are the only state: the same command again skips finished runs, resumes
-interrupted ones from their ``last.ckpt`` and starts the rest; ``--collect true`` only
+interrupted ones from their ``last.ckpt`` and starts the rest; ``--collect`` only
 evaluates and tabulates what is there.
 """
 
@@ -705,9 +705,10 @@ def build_parser() -> ArgumentParser:
                         "a number of training steps")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs") / "table1",
                         help="folder for the runs and the tables")  # fmt: skip
-    parser.add_argument("--collect", type=bool, default=False,
+    # The switches take `--collect` or `--collect true|false`, alike for each of them.
+    parser.add_argument("--collect", type=bool, nargs="?", const=True, default=False,
                         help="do not train: evaluate / read the runs in --out")  # fmt: skip
-    parser.add_argument("--dry-run", action="store_true",
+    parser.add_argument("--dry-run", type=bool, nargs="?", const=True, default=False,
                         help="print each run's state and command and the engine's settings "
                         "(the sbatch file with --cluster slurm); submit nothing")  # fmt: skip
     parser.add_argument("--wandb_group", type=str | None, default=None,

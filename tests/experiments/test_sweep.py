@@ -220,6 +220,16 @@ def test_dry_run_prints_the_slurm_jobs_without_a_cluster(tmp_path, capsys):
     assert not out.exists()  # nothing written, nothing submitted
 
 
+@pytest.mark.parametrize(("given", "expected"), [
+    ([], False), (["--collect"], True), (["--collect", "true"], True),
+    (["--collect", "false"], False)])  # fmt: skip
+def test_the_switches_take_a_bare_flag_or_a_value(given, expected):
+    base = ["--configs", "dl1"]
+    assert runner.build_parser().parse_args(base + given).collect is expected
+    dry_run = [arg.replace("--collect", "--dry-run") for arg in given]
+    assert runner.build_parser().parse_args(base + dry_run).dry_run is expected
+
+
 def test_a_killed_worker_is_a_failed_run_and_the_other_jobs_go_on(tmp_path, monkeypatch):
     """Through submitit's local executor: a job whose process dies without a result (as
     a worker killed by the system would) is reported with that reason; the other runs."""
