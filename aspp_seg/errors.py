@@ -22,6 +22,12 @@ class ConfigError(UserError, ValueError):
     """A setting has a value outside the allowed ones."""
 
 
+class UsageError(UserError):
+    """The command line or a config file does not parse (an unknown key, a value of the
+    wrong type, broken YAML). Not a ValueError: the parser's own retries (a value tried
+    against each type of a union) must not catch it."""
+
+
 class RunFailed(UserError):
     """A run stopped without a usable result (e.g. its loss became NaN); the message says
     where it stopped and what is left to resume from."""

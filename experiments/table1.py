@@ -42,6 +42,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -478,7 +479,6 @@ def plan_runs(
 
     extra = [f"--{item}" for item in args.set]
     data = data_overrides(args.data, out, args.budget)  # one demo set for all runs
-    budget_overrides(args.budget, set())  # a mistyped --budget stops the command
     plans = []
     for spec in specs:
         config = config_path(spec.config)
@@ -806,7 +806,15 @@ def run(argv: Sequence[str]) -> tuple[Path, Path] | None:
     reference = args.reference or group_name(specs[0])
     if reference not in groups:
         raise ConfigError(f"--reference {reference}: not one of {', '.join(sorted(groups))}")
+    for spec in specs:  # what can be checked without a run stops the command, before
+        config_path(spec.config)  # anything is written under --out
+    budget_overrides(args.budget, set())
+    data_overrides(args.data, out, args.budget)
     engine = make_engine(args, out)
+    submits = args.cluster == "slurm" and not (args.dry_run or args.collect)
+    if submits and shutil.which("srun") is None:  # submitit submits and watches through it
+        raise ConfigError("--cluster slurm: no srun here; run the command on the cluster's "
+                          "login node (--dry-run prints what it submits)")  # fmt: skip
     if not args.dry_run:
         out.mkdir(parents=True, exist_ok=True)
     log = _Log(None if args.dry_run else out / "sweep.log")

@@ -244,22 +244,31 @@ def read_config(args: Sequence[str], *, add_arguments: AddArguments | None = Non
     from jsonargparse import ArgumentError
 
     parser = _parser(add_arguments or _no_arguments)
+    files = []
     for i, arg in enumerate(args):
         path = args[i + 1] if arg in ("-c", "--config") and i + 1 < len(args) else None
         if arg.startswith("--config="):
             path = arg.split("=", 1)[1]
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"--config {path}: no such file")
+        if path is not None:
+            files.append(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # jsonargparse's notes on optional types
             warnings.simplefilter("default", MovedSettingWarning)
             return parser.parse_args(["fit", *args]).fit
     except ArgumentError as error:
-        # jsonargparse explains over several lines (one per subclass it tried)
-        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        text = text if len(text) <= 400 else text[:397] + "..."
-        raise ConfigError(f"config {' '.join(args)}: {text}") from None
+        overrides = len(args) - 2 * len(files) > 0
+        where = " + ".join(files) + (" and the command line" if overrides and files else "")
+        raise ConfigError(f"config {where or 'settings'}: {parse_error(str(error))}") from None
+
+
+def parse_error(message: str) -> str:
+    """jsonargparse's explanation (over several lines, one per subclass it tried) as one
+    line of at most 400 characters."""
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def wants_help(argv: Sequence[str]) -> bool:

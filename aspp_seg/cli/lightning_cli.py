@@ -20,9 +20,14 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from aspp_seg.cli.config import translate_args, translate_config, translate_hparams
+from aspp_seg.cli.config import (
+    parse_error,
+    translate_args,
+    translate_config,
+    translate_hparams,
+)
 from aspp_seg.data.datamodules import fitting_with
-from aspp_seg.errors import ConfigError, Interrupted
+from aspp_seg.errors import ConfigError, Interrupted, UsageError
 from aspp_seg.evaluation.checkpoints import check_fits, is_file_path, read_checkpoint
 from aspp_seg.training.callbacks import (
     ClassWeights,
@@ -77,7 +82,7 @@ class AsppSegParser(LightningArgumentParser):
     config files, such as old runs' ``config.yaml``, and on the command line) at their
     new place, with one warning line (`aspp_seg.cli.config.OLD_MODEL_SETTINGS`)."""
 
-    _reading: str | None = None  # the config file being read, for the warning
+    _reading: str | None = None  # the config file being read, for warnings and errors
 
     def parse_args(self, args=None, *more, **kwargs):
         args = sys.argv[1:] if args is None else args
@@ -89,6 +94,21 @@ class AsppSegParser(LightningArgumentParser):
             return super().parse_path(path, *more, **kwargs)
         finally:
             self._reading = reading
+
+    def error(self, message: str, ex: Exception | None = None):
+        """A mistake on the command line or in a config file as one line (`UsageError`:
+        ``aspp-seg: error: ...``, exit status 2), not jsonargparse's usage screen. A
+        parser built not to exit (`aspp_seg.cli.config.read_config`'s) raises its
+        ArgumentError as before."""
+        if not self.exit_on_error:
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        command = " ".join(["aspp-seg", *parser.prog.replace(" [options]", "").split()[1:]])
+        lists = "subcommands" if getattr(parser, "_subcommands_action", None) else "settings"
+        text = parse_error(message)
+        if self._reading and self._reading not in text:  # a config file did not parse
+            text = f"config {self._reading}: {text}"
+        raise UsageError(f"{text} ({command} --help lists the {lists})")
 
     def parse_string(self, content, path="", *more, **kwargs):
         import yaml
@@ -150,9 +170,9 @@ class AsppSegCLI(LightningCLI):
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         try:
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
-        except SystemExit:
-            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
-            raise
+        except UsageError as error:
+            raise UsageError(f"--ckpt_path {ckpt_path}: its model settings do not parse "
+                              f"here: {error}") from None  # fmt: skip
 
     def before_instantiate_classes(self) -> None:
         self._guard = RunGuard()

@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from aspp_seg.cli.commands import discover
-from aspp_seg.errors import Interrupted, UserError
+from aspp_seg.errors import ConfigError, Interrupted, UserError
 
 LIGHTNING_SUBCOMMANDS = {
     "fit": "Runs the full optimization routine.",
@@ -81,6 +81,9 @@ def _run(args: list[str] | None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage({name: command.help for name, command in commands.items()}))
         return
+    if not argv[0].startswith("-") and argv[0] not in LIGHTNING_SUBCOMMANDS:
+        known = ", ".join([*LIGHTNING_SUBCOMMANDS, *commands])
+        raise ConfigError(f"no subcommand {argv[0]!r}; aspp-seg has {known}")
     from aspp_seg.cli.lightning_cli import lightning_cli
 
     lightning_cli(args)

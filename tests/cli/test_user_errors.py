@@ -93,3 +93,27 @@ def test_evaluating_in_a_run_folder_keeps_its_config(tiny_cityscapes, tiny_check
     main(["validate", "--config", str(config), "--data.init_args.root", str(tiny_cityscapes),
           "--trainer.limit_val_batches", "1", "--ckpt_path", str(tiny_checkpoint)])  # fmt: skip
     assert config.read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["fit", "--config", DEMO, "--trainer.nosuch", "1"],
+         "unrecognized arguments: --trainer.nosuch 1 (aspp-seg fit --help lists the settings)"),
+        (["validate", "--config", DEMO, "--model.net.init_args.nosuch=1"],
+         "Option 'nosuch' is not accepted (aspp-seg validate --help lists the settings)"),
+        (["fit", "--config", DEMO, "--trainer.max_epochs", "many"],
+         'Parser key "trainer.max_epochs"'),
+        (["fit", "--config", "BROKEN"], "config BROKEN: Problems parsing config"),
+        (["nosuch"], "no subcommand 'nosuch'; aspp-seg has fit, validate, test, predict, "),
+    ],
+)  # fmt: skip
+def test_a_setting_that_does_not_parse_is_one_line(args, expected, tmp_path, capfd):
+    """An unknown key, a wrong type, broken YAML, a mistyped subcommand: one line naming
+    it and exit status 2, not jsonargparse's usage screen."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer: [1, 2\n")
+    line = _run(capfd, *[str(broken) if arg == "BROKEN" else arg for arg in args])
+    assert line.startswith("aspp-seg: error: ")
+    assert expected.replace("BROKEN", str(broken)) in line
+    assert "usage:" not in capfd.readouterr().err

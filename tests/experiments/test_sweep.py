@@ -392,3 +392,20 @@ def test_a_finished_run_without_its_checkpoint_keeps_its_scores(tmp_path, tiny_c
     (folder / runner.EVALUATED).write_text(json.dumps({"step": 1}))  # scores of another step
     assert runner.run_state(plan).what == "new"
     assert runner.collect(plan)["state"] == "not run"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["--configs", "nosuch"], "--configs nosuch: no "),
+        (["--configs", "dl1", "--budget", "lots"], "--budget 'lots'"),
+        (["--configs", "dl1", "--data", "/no/such/root"], "--data /no/such/root: not a folder"),
+        (["--configs", "dl1", "--cluster", "slurm"], "--cluster slurm: no srun here"),
+    ],
+)  # fmt: skip
+def test_a_mistake_in_the_command_stops_it_before_out_is_made(given, message, tmp_path):
+    assert shutil.which("srun") is None  # no SLURM here
+    out = tmp_path / "sweep"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        runner.run([*given, "--out", str(out), *(["--budget", "tiny"] * ("--budget" not in given))])
+    assert not out.exists()
