@@ -230,6 +230,15 @@ class Engine:
         if self.cluster == "local" and (self.partition or self.slurm):
             raise ConfigError("--partition and --slurm are SLURM options: add --cluster slurm")
 
+    def check_reachable(self) -> None:
+        """Stops a command before it writes anything when its cluster is not here (the
+        test submitit's SLURM executor makes: ``srun`` on the PATH)."""
+        if self.cluster == "slurm" and submitit.SlurmExecutor.affinity() < 1:
+            raise ConfigError(
+                "--cluster slurm: no srun here; run the command on the cluster's login node "
+                "(--dry-run prints what it submits)"
+            )
+
     def describe(self) -> str:
         if self.cluster == "slurm":
             at_once = f"at most {self.jobs} at once" if self.jobs else "all at once"

@@ -42,7 +42,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -366,13 +365,15 @@ def _mark_evaluated(out: Path, name: str, checkpoint: Path) -> None:
     """Writes ``evaluated.json`` (the step the files score); files scored by an earlier
     version of this runner get theirs when the run's state is next read."""
     record = out / "runs" / name / "eval" / EVALUATED
-    if not record.is_file() or json.loads(record.read_text()).get("mtime") != _mtime(checkpoint):
+    mtime = checkpoint.stat().st_mtime_ns
+    if not record.is_file() or json.loads(record.read_text()).get("mtime") != mtime:
         step = {"step": checkpoint_step(checkpoint), "checkpoint": checkpoint.name}
-        record.write_text(json.dumps({**step, "mtime": _mtime(checkpoint)}) + "\n")
+        record.write_text(json.dumps({**step, "mtime": mtime}) + "\n")
 
 
-def _mtime(path: Path) -> int:
-    return path.stat().st_mtime_ns
+def _read_scores(folder: Path) -> dict[str, dict]:
+    """The ``{train,val}_iou.csv`` of an ``eval/`` folder."""
+    return {split: read_iou_csv(folder / f"{split}_iou.csv") for split in SPLITS}
 
 
 def kept_scores(plan: RunPlan) -> dict | None:
@@ -380,12 +381,14 @@ def kept_scores(plan: RunPlan) -> dict | None:
     (deleted to save disk, or a run folder copied without them): ``finished.json`` at
     the budget, and evaluation files that ``evaluated.json`` says score that step."""
     record = fit_record(plan)
+    if record is None:
+        return None
     try:
         scored = json.loads((plan.folder / "eval" / EVALUATED).read_text())
     except (OSError, ValueError):
         return None
     complete = all(p.is_file() for p in _evaluation_files(plan.out, plan.label))
-    return record if record and complete and scored.get("step") == record["steps"] else None
+    return record if complete and scored.get("step") == record["steps"] else None
 
 
 def evaluate(
@@ -398,7 +401,7 @@ def evaluate(
     folder = out / "runs" / name / "eval"
     if evaluated(out, name, checkpoint):
         _mark_evaluated(out, name, checkpoint)
-        return {s: read_iou_csv(folder / f"{s}_iou.csv") for s in SPLITS}
+        return _read_scores(folder)
 
     from aspp_seg.cli.lightning_cli import lightning_cli
     from aspp_seg.evaluation.reports import write_iou_table
@@ -655,8 +658,7 @@ def collect(plan: RunPlan, *, evaluate_missing: bool = False) -> dict:
     kept = kept_scores(plan) if checkpoint is None else None
     if kept is not None:
         folder = plan.folder / "eval"
-        scores = {s: read_iou_csv(folder / f"{s}_iou.csv") for s in SPLITS}
-        return {**result, **scores, "state": "finished", "steps": kept["steps"],
+        return {**result, **_read_scores(folder), "state": "finished", "steps": kept["steps"],
                 "per_image": folder / PER_IMAGE}  # fmt: skip
     done = checkpoint is not None and evaluated(plan.out, plan.label, checkpoint)
     if checkpoint is not None and (done or evaluate_missing):
@@ -811,10 +813,8 @@ def run(argv: Sequence[str]) -> tuple[Path, Path] | None:
     budget_overrides(args.budget, set())
     data_overrides(args.data, out, args.budget)
     engine = make_engine(args, out)
-    submits = args.cluster == "slurm" and not (args.dry_run or args.collect)
-    if submits and shutil.which("srun") is None:  # submitit submits and watches through it
-        raise ConfigError("--cluster slurm: no srun here; run the command on the cluster's "
-                          "login node (--dry-run prints what it submits)")  # fmt: skip
+    if not (args.dry_run or args.collect):
+        engine.check_reachable()
     if not args.dry_run:
         out.mkdir(parents=True, exist_ok=True)
     log = _Log(None if args.dry_run else out / "sweep.log")

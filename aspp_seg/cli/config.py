@@ -244,7 +244,7 @@ def read_config(args: Sequence[str], *, add_arguments: AddArguments | None = Non
     from jsonargparse import ArgumentError
 
     parser = _parser(add_arguments or _no_arguments)
-    files = []
+    files, settings = [], False  # for the error: the config files, and any other setting
     for i, arg in enumerate(args):
         path = args[i + 1] if arg in ("-c", "--config") and i + 1 < len(args) else None
         if arg.startswith("--config="):
@@ -253,14 +253,15 @@ def read_config(args: Sequence[str], *, add_arguments: AddArguments | None = Non
             raise ConfigError(f"--config {path}: no such file")
         if path is not None:
             files.append(path)
+        elif not (i and args[i - 1] in ("-c", "--config")):
+            settings = True
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # jsonargparse's notes on optional types
             warnings.simplefilter("default", MovedSettingWarning)
             return parser.parse_args(["fit", *args]).fit
     except ArgumentError as error:
-        overrides = len(args) - 2 * len(files) > 0
-        where = " + ".join(files) + (" and the command line" if overrides and files else "")
+        where = " + ".join(files) + (" and the command line" if settings and files else "")
         raise ConfigError(f"config {where or 'settings'}: {parse_error(str(error))}") from None
 
 

@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from aspp_seg.cli.commands import discover
-from aspp_seg.errors import ConfigError, Interrupted, UserError
+from aspp_seg.errors import Interrupted, UsageError, UserError
 
 LIGHTNING_SUBCOMMANDS = {
     "fit": "Runs the full optimization routine.",
@@ -83,7 +83,7 @@ def _run(args: list[str] | None) -> None:
         return
     if not argv[0].startswith("-") and argv[0] not in LIGHTNING_SUBCOMMANDS:
         known = ", ".join([*LIGHTNING_SUBCOMMANDS, *commands])
-        raise ConfigError(f"no subcommand {argv[0]!r}; aspp-seg has {known}")
+        raise UsageError(f"no subcommand {argv[0]!r}; aspp-seg has {known}")
     from aspp_seg.cli.lightning_cli import lightning_cli
 
     lightning_cli(args)
