@@ -1,4 +1,4 @@
-"""Image and label decoding.
+"""Image and label decoding, and the two rules of every file a command writes.
 
 RGB PNGs are decoded with torchvision's libpng binding, the fastest of PIL, OpenCV and
 torchvision measured on 1024x2048 frames (`benchmarks/dataloader.py`: best of three
@@ -17,18 +17,26 @@ Label maps (single channel, a few ms either way) use OpenCV, except palette PNGs
 indices with a colour table for viewers, which OpenCV would expand to colours, so PIL
 decodes those to the indices they hold; and JPEGs, which PIL decodes to the same values
 as OpenCV but refuses when truncated.
+
+Every file a command writes goes through `replacing` (a temporary file beside it, renamed
+over it only when complete: a kill or a full disk leaves the previous file or none), and
+no command writes over one of its own inputs (`refuse_overwriting`, called before
+anything is written).
 """
 
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from aspp_seg.errors import DataError
+from aspp_seg.errors import DataError, UsageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 """File name endings read as images (by folder data sets and prediction sources)."""
@@ -146,3 +154,46 @@ def read_label(path: str | Path) -> np.ndarray:
             f"of {label.dtype}"
         )
     return label
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside `path` (same suffix, so writers that pick the format from
+    the name still do) that replaces `path` only when the block ends without an
+    exception; otherwise it is removed and `path` stays as it was.
+
+    The folder of `path` is created if missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # named, not mkstemp'd: the file keeps the permissions a plain new file gets
+    staged = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        yield staged
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def refuse_overwriting(
+    outputs: Iterable[str | Path], inputs: Iterable[str | Path], setting: str
+) -> None:
+    """Raises UsageError when a file a command would write is one of the files it reads.
+
+    Paths are compared resolved, so a relative path or a link to an input counts too.
+    Call it before anything is written.
+
+    Args:
+        outputs: the files the command would write.
+        inputs: the files it reads.
+        setting: the option that named the outputs, e.g. ``--json`` or ``--out out/``.
+    """
+    resolved = {Path(path).resolve(): Path(path) for path in inputs}
+    for output in outputs:
+        found = resolved.get(Path(output).resolve())
+        if found is not None:
+            same = "" if Path(output) == found else f" (the same file as {output})"
+            raise UsageError(
+                f"{setting} would overwrite {found}, one of this command's own inputs"
+                f"{same}; choose another path"
+            )

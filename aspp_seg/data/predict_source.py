@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -31,7 +31,7 @@ def image_source(source: str | Path) -> list[tuple[Path, str]]:
 
     Returns:
         (path, name) per image, sorted; the name is the path relative to the folder or
-        to the glob's fixed leading part, used for the output files.
+        to the glob's fixed leading part, used for the output files (`output_names`).
 
     Raises:
         DataError: naming the source when it holds no image.
@@ -56,9 +56,38 @@ def image_source(source: str | Path) -> list[tuple[Path, str]]:
         raise DataError(f"predict source {text} is neither a file, a folder nor a glob pattern")
     if not found:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in predict source {text}")
-    return [
-        (p, p.relative_to(base).as_posix() if p.is_relative_to(base) else p.name) for p in found
+    names = [p.relative_to(base).as_posix() if p.is_relative_to(base) else p.name for p in found]
+    return list(zip(found, output_names(names), strict=True))
+
+
+def output_names(names: Sequence[str]) -> list[str]:
+    """The names whose extension the prediction writer replaces with ``.png``, made
+    distinct: two images that would share an output (``frame.png`` and ``frame.jpg``)
+    keep their own file names before it, except one already named ``.png``
+    (``frame.png`` -> ``frame.png``, ``frame.jpg`` -> ``frame.jpg.png``). Names are
+    compared ignoring case, as some file systems do.
+
+    Raises:
+        DataError: naming two images whose outputs would still coincide.
+    """
+
+    def output(name: str) -> str:
+        return Path(name).with_suffix(".png").as_posix().casefold()
+
+    shared = Counter(output(name) for name in names)
+    distinct = [
+        name if shared[output(name)] == 1 or name.endswith(".png") else f"{name}.png"
+        for name in names
     ]
+    first: dict[str, str] = {}
+    for name, given in zip(distinct, names, strict=True):
+        other = first.setdefault(output(name), given)
+        if other != given:
+            raise DataError(
+                f"images {other} and {given} of the predict source would write the same "
+                f"output files ({Path(name).with_suffix('.png')}); rename one of them"
+            )
+    return distinct
 
 
 class ImageSource(Dataset):

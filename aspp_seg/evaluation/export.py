@@ -14,16 +14,15 @@ caller needs ImageNet's mean and std.
 
 from __future__ import annotations
 
-import os
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from aspp_seg.data.io import replacing
 from aspp_seg.errors import ConfigError, UserError
 
 FORMATS = ("onnx", "torchscript")
@@ -44,24 +43,6 @@ class LogitsModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W RGB, 0-255 -> B x C x H x W logits."""
         return self.net(images)["out"]
-
-
-@contextmanager
-def replacing(path: str | Path) -> Iterator[Path]:
-    """A temporary file beside `path` (same suffix) that replaces `path` only when the
-    block ends without an exception; otherwise it is removed and `path` stays as it was.
-
-    The folder of `path` is created if missing.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # named, not mkstemp'd: the export keeps the permissions a plain new file gets
-    staged = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    try:
-        yield staged
-        os.replace(staged, path)
-    finally:
-        staged.unlink(missing_ok=True)
 
 
 def example_images(size: Sequence[int], *, batch: int = 1, dtype: str = "uint8") -> torch.Tensor:

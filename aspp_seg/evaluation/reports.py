@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aspp_seg.data.datasets import table_columns
+from aspp_seg.data.io import replacing
 
 if TYPE_CHECKING:
     import torch
@@ -100,13 +101,24 @@ def iou_csv(iou: Sequence[float], miou: float, class_names: Sequence[str]) -> st
 def write_iou_table(
     folder: str | Path, stem: str, result: dict, class_names: Sequence[str]
 ) -> list[Path]:
-    """Writes ``{stem}.md`` and ``{stem}.csv`` into `folder`; returns their paths."""
+    """Writes ``{stem}.md`` and ``{stem}.csv`` into `folder` (each complete or not at
+    all: `replacing`); returns their paths."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     md, cs = folder / f"{stem}.md", folder / f"{stem}.csv"
-    md.write_text(iou_markdown(result["iou"], result["miou"], class_names))
-    cs.write_text(iou_csv(result["iou"], result["miou"], class_names))
+    for path, text in (
+        (md, iou_markdown(result["iou"], result["miou"], class_names)),
+        (cs, iou_csv(result["iou"], result["miou"], class_names)),
+    ):
+        with replacing(path) as staged:  # creates the folder
+            staged.write_text(text)
     return [md, cs]
+
+
+def result_files(folder: str | Path, stem: str) -> list[Path]:
+    """The files `save_results` writes into `folder`: ``{stem}.md``, ``{stem}.csv``,
+    ``{stem}_confusion.npy`` and ``{stem}_confusion.png``."""
+    ends = (".md", ".csv", "_confusion.npy", "_confusion.png")
+    return [Path(folder) / f"{stem}{end}" for end in ends]
 
 
 def save_results(
@@ -118,15 +130,17 @@ def save_results(
 ) -> list[Path]:
     """Writes a run's evaluation: ``{stem}.md`` / ``.csv`` (per-class IoU, the study's
     Table 1 columns), ``{stem}_confusion.npy`` (raw counts) and ``{stem}_confusion.png``
-    (row-normalised plot). Returns the paths.
+    (row-normalised plot), each complete or not at all (`replacing`). Returns the paths
+    (`result_files`).
     """
     from aspp_seg.evaluation.visualize import plot_confusion
 
-    folder = Path(folder)
     paths = write_iou_table(folder, stem, result, class_names)
+    npy, png = result_files(folder, stem)[2:]
     matrix = confusion.cpu().numpy() if hasattr(confusion, "cpu") else np.asarray(confusion)
-    npy = folder / f"{stem}_confusion.npy"
-    np.save(npy, matrix)
+    with replacing(npy) as staged:
+        np.save(staged, matrix)
     title = f"{stem}: mIoU {_pct(result['miou'])}, pixel acc. {_pct(result['pixel_acc'])}"
-    png = plot_confusion(matrix, class_names, folder / f"{stem}_confusion.png", title=title)
+    with replacing(png) as staged:
+        plot_confusion(matrix, class_names, staged, title=title)
     return [*paths, npy, png]

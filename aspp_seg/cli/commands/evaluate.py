@@ -11,7 +11,10 @@ folders) and go through the same `aspp_seg.evaluation.metrics.scores` as validat
     aspp-seg evaluate --gt gt/ --pred preds --format my_data      # your data set file
 
 The formats come from the data set files (`aspp_seg.data.datasets`); the scoring is
-`aspp_seg.evaluation.folder`.
+`aspp_seg.evaluation.folder`. ``--out`` and ``--json`` are checked before any file is
+scored: neither may name one of the ground-truth or prediction files read (nor may
+``--out`` hold one under the names it writes), ``--out`` is a folder and ``--json`` a
+file. Each file is written complete or not at all.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from aspp_seg.data.datasets import known_formats
-from aspp_seg.evaluation.folder import evaluate_folders
+from aspp_seg.data.datasets import find_format, known_formats
+from aspp_seg.data.io import refuse_overwriting, replacing
+from aspp_seg.errors import UsageError
+from aspp_seg.evaluation.folder import evaluate_pairs, match_files
 
 NAME = "evaluate"
 HELP = "score a folder of predicted label maps against ground truth (no model needed)"
@@ -50,37 +55,62 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def check_outputs(args, inputs: list[Path]) -> None:
+    """Refuses ``--out`` and ``--json`` paths that cannot be written or would overwrite
+    one of the `inputs`, before any file is scored.
+
+    Raises:
+        UsageError: naming the option.
+    """
+    from aspp_seg.evaluation.reports import result_files
+
+    if args.out:
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise UsageError(
+                f"--out {args.out} is a file; --out names a folder for the result files "
+                f"({args.stem}.md, .csv, _confusion.npy, _confusion.png)"
+            )
+        refuse_overwriting(result_files(args.out, args.stem), inputs, f"--out {args.out}")
+    if args.json:
+        if Path(args.json).is_dir():
+            raise UsageError(f"--json {args.json} is a folder; name the JSON file to write")
+        refuse_overwriting([args.json], inputs, "--json")
+
+
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     from aspp_seg.evaluation.reports import iou_markdown, save_results
 
+    fmt = find_format(args.format)
+    pairs, extra = match_files(args.gt, args.pred, fmt)
+    check_outputs(args, [path for pair in pairs for path in pair] + extra)
     start = time.perf_counter()
-    result = evaluate_folders(args.gt, args.pred, format=args.format, workers=args.workers)
+    result, confusion = evaluate_pairs(pairs, fmt, workers=args.workers)
     seconds = time.perf_counter() - start
-    names = result["class_names"]
-    if result["extra"]:
+    names = fmt.class_names
+    if extra:
         print(
-            f"note: {len(result['extra'])} predictions have no ground truth and were ignored "
-            f"(first: {result['extra'][0]})",
+            f"note: {len(extra)} predictions have no ground truth and were ignored "
+            f"(first: {extra[0]})",
             file=sys.stderr,
         )
-    print(f"{result['pairs']} image pairs scored in {seconds:.2f} s ({args.format} format)")
+    print(f"{len(pairs)} image pairs scored in {seconds:.2f} s ({args.format} format)")
     print(iou_markdown(result["iou"], result["miou"], names))
     print(f"mIoU {100 * result['miou']:.2f}  pixel accuracy {100 * result['pixel_acc']:.2f}")
     if args.out:
-        for path in save_results(args.out, args.stem, result, result["confusion"], names):
+        for path in save_results(args.out, args.stem, result, confusion, names):
             print(f"wrote {path}")
     if args.json:
         summary = {
             "format": args.format,
-            "pairs": result["pairs"],
+            "pairs": len(pairs),
             "seconds": seconds,
             "miou": result["miou"],
             "pixel_acc": result["pixel_acc"],
             "iou": {
                 n: (None if v != v else float(v)) for n, v in zip(names, result["iou"], strict=True)
             },
-            "extra": [str(p) for p in result["extra"]],
+            "extra": [str(p) for p in extra],
         }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        with replacing(args.json) as staged:
+            staged.write_text(json.dumps(summary, indent=2) + "\n")

@@ -15,7 +15,10 @@ logit difference to PyTorch is printed; above
 The file is written beside its final path and moved into place only after the export
 and its check succeed: a failed export leaves no file and the one at ``--output``
 as it was. The default path (``<ckpt>.onnx`` / ``.pt``) is never overwritten: when a
-file is there, name it with ``--output`` to replace it.
+file is there, name it with ``--output`` to replace it. The output's extension must be
+the format's (``.onnx`` for ONNX; TorchScript: any but ``.onnx``, ``.pt`` by default:
+the check and `aspp_seg.evaluation.export.run_exported` tell the two apart by it), and
+it is never the checkpoint or config read; both are checked before the net is loaded.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from aspp_seg.errors import UserError
+from aspp_seg.errors import UsageError, UserError
 
 NAME = "export"
 HELP = "export a checkpoint to ONNX or TorchScript and check its logits against PyTorch"
@@ -66,6 +69,29 @@ def _resolve(which: str, config_path: str | None) -> str:
     return str(resolve_last(run, continue_run=False))
 
 
+def _check_output(output: Path, args) -> None:
+    """Refuses an output path the export could not be written or checked at, before the
+    net is loaded.
+
+    Raises:
+        UsageError: an extension that is not the format's, a folder, or one of the
+            command's own input files.
+    """
+    from aspp_seg.data.io import refuse_overwriting
+
+    expected = SUFFIX[args.format]
+    if (output.suffix == ".onnx") != (args.format == "onnx"):
+        other = next(fmt for fmt, suffix in SUFFIX.items() if suffix != expected)
+        raise UsageError(
+            f"--output {output} does not end in {expected}, the extension of --format "
+            f"{args.format}: name it {output.with_suffix(expected)}, or give --format {other}"
+        )
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a folder; name the {expected} file to write")
+    setting = "--output" if args.output else "the default output (give --output)"
+    refuse_overwriting([output], [p for p in (args.ckpt_path, args.config) if p], setting)
+
+
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     from aspp_seg.cli import config
@@ -82,21 +108,24 @@ def main(argv: list[str]) -> None:
     if args.ckpt_path in ("last", "best"):
         args.ckpt_path = _resolve(args.ckpt_path, args.config)
     if args.ckpt_path:
-        net = load_model(args.ckpt_path, config=args.config).net
         default = Path(args.ckpt_path).with_suffix(SUFFIX[args.format])
     elif args.config:
-        print("aspp-seg export: no --ckpt_path, exporting random weights")
-        net = config.build_net(config.read_config(["--config", args.config])).eval()
         default = Path(Path(args.config).stem + SUFFIX[args.format])
     else:
         raise UserError("aspp-seg export needs --ckpt_path (or --config for random weights)")
-    model = LogitsModel(net).eval()
     output = Path(args.output) if args.output else default
+    _check_output(output, args)  # before anything is loaded
     if not args.output and output.exists():
         raise UserError(
             f"{output} exists (the default output path); give --output {output} to replace "
             "it, or another --output path"
         )
+    if args.ckpt_path:
+        net = load_model(args.ckpt_path, config=args.config).net
+    else:
+        print("aspp-seg export: no --ckpt_path, exporting random weights")
+        net = config.build_net(config.read_config(["--config", args.config])).eval()
+    model = LogitsModel(net).eval()
     height, width = args.size
     if args.format == "onnx":
         try:

@@ -15,10 +15,13 @@ here); `PredictionWriter` writes per image:
 - ``overlay/<name>.png``: the colours blended over the input image.
 
 ``<name>`` is the image's path relative to the source folder (or glob base), with a
-``.png`` extension. The folder is checked before any inference runs: it must be
-writable, and no input may lie in the subfolders written (a source folder that holds an
-earlier run's output would read its predictions as images, and could have inputs
-overwritten). Files of an earlier run in the same folder are overwritten by name.
+``.png`` extension; two images that would share it (``frame.png`` and ``frame.jpg``)
+keep their own file name before it instead (``frame.png``, ``frame.jpg.png``: see
+`aspp_seg.data.predict_source.output_names`). The folder is checked before any
+inference runs: it must be writable, and no input may lie in the subfolders written (a
+source folder that holds an earlier run's output would read its predictions as images,
+and could have inputs overwritten). Files of an earlier run in the same folder are
+overwritten by name; each file is written complete or not at all.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from aspp_seg.data.datasets import cityscapes
-from aspp_seg.data.io import IMAGE_EXTENSIONS, read_rgb
+from aspp_seg.data.io import IMAGE_EXTENSIONS, read_rgb, replacing
 from aspp_seg.data.labels import distinct_palette
 from aspp_seg.data.predict_source import (
     ImageSource,
@@ -73,11 +76,11 @@ def data_classes(trainer, pl_module) -> tuple[list[str], list[tuple[int, int, in
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), array):
-        raise DataError(f"cannot write {path}")
+    with replacing(path) as staged:  # creates the folder
+        if not cv2.imwrite(str(staged), array):
+            raise DataError(f"cannot write {path}")
 
 
 def _why_unwritable(folder: Path, subfolders: Sequence[str]) -> str | None:
