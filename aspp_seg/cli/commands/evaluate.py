@@ -27,7 +27,6 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 
 from aspp_seg.data.datasets import find_format, known_formats
-from aspp_seg.data.io import refuse_overwriting, replacing
 from aspp_seg.errors import UsageError
 from aspp_seg.evaluation.folder import evaluate_pairs, match_files
 
@@ -62,6 +61,7 @@ def check_outputs(args, inputs: list[Path]) -> None:
     Raises:
         UsageError: naming the option.
     """
+    from aspp_seg.data.io import refuse_overwriting  # OpenCV and PIL: not for --help
     from aspp_seg.evaluation.reports import result_files
 
     if args.out:
@@ -79,6 +79,7 @@ def check_outputs(args, inputs: list[Path]) -> None:
 
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
+    from aspp_seg.data.io import replacing
     from aspp_seg.evaluation.reports import iou_markdown, save_results
 
     fmt = find_format(args.format)
