@@ -3,9 +3,9 @@ config (`aspp_seg.cli.config` builds the `fit` parser from this class).
 
 Besides the model, data and trainer, every run gets callbacks that do not belong to the
 task: `FastPaths` and `LRScaling` (set under the config's top-level ``fast_paths:`` and
-``lr_scaling:``), `RunGuard`, `ClassWeights` and `ScheduleRetarget` (``fit``),
-`ResultFiles`, `SegmentationLogger` (with W&B or TensorBoard) and a `PredictionWriter`
-(``predict``, writing to its ``--predict_dir``).
+``lr_scaling:``), `RunGuard`, `Preemption` (SIGTERM, SIGUSR1), `ClassWeights` and
+`ScheduleRetarget` (``fit``), `ResultFiles`, `SegmentationLogger` (with W&B or
+TensorBoard) and a `PredictionWriter` (``predict``, writing to its ``--predict_dir``).
 
 Kept apart from `aspp_seg.cli` so that the ``aspp-seg`` entry point imports Lightning
 only for the subcommands that need it.
@@ -19,6 +19,7 @@ from pathlib import Path
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from aspp_seg.cli.config import (
     parse_error,
@@ -34,6 +35,7 @@ from aspp_seg.training.callbacks import (
     FastPaths,
     LRScaling,
     PredictionWriter,
+    Preemption,
     ResultFiles,
     RunConfigCallback,
     RunGuard,
@@ -176,6 +178,7 @@ class AsppSegCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         self._guard = RunGuard()
+        self._preemption = Preemption()
         self._snapshot: FolderSnapshot | None = None
         if self.subcommand not in _SUBCOMMANDS:
             return
@@ -218,12 +221,16 @@ class AsppSegCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
-        except BaseException:
+        except BaseException as error:
+            self._preemption.restore()  # Lightning calls no teardown hook on an exception
             # Lightning turns Ctrl-C into sys.exit(1) after its clean-up: one line instead
             if self._snapshot is not None and not self._guard.wrote_checkpoint:
                 self._snapshot.restore()
             if self._guard.interrupted_at is not None:
                 raise Interrupted(self._guard.interruption_message(self.trainer)) from None
+            # and SIGTERM (SIGUSR1) into a SystemExit with status 0: one line, 143 (138)
+            if isinstance(error, SIGTERMException):
+                raise self._preemption.error(self.trainer) from None
             raise
 
     def _check_checkpoint(self) -> None:
@@ -251,6 +258,7 @@ class AsppSegCLI(LightningCLI):
         # first: the guard sees every step; class weights are set before the config is saved
         callbacks[0:0] = [
             self._guard,
+            self._preemption,  # SIGTERM, SIGUSR1: last.ckpt at the next step
             ClassWeights(loss_config),
             LoggedStepAlignment(),  # before any logging callback
         ]
@@ -259,7 +267,8 @@ class AsppSegCLI(LightningCLI):
 
     def _before_evaluation(self) -> None:
         self._check_checkpoint()
-        self.trainer.callbacks.insert(0, self._guard)  # Ctrl-C: one line
+        # Ctrl-C, SIGTERM, SIGUSR1: one line
+        self.trainer.callbacks[0:0] = [self._guard, self._preemption]
 
     before_validate = before_test = _before_evaluation
 

@@ -4,6 +4,8 @@
 - `EMA` (ema.py): an average of the weights, used for every evaluation;
 - `ModelCheckpoint` (checkpoint.py): Lightning's, with ``last.ckpt`` always the newest;
 - `RunGuard` (run_guard.py): stops a diverging run, refuses non-finite checkpoints;
+- `Preemption` (preemption.py): SIGTERM / SIGUSR1 stop a run at the next step with
+  ``last.ckpt`` written for it;
 - `ClassWeights` (class_weights.py): class weights from the split the run trains on;
 - `FastPaths` (fast_paths.py): SyncBatchNorm, channels_last, compile, fused optimizer,
   gradient checkpointing;
@@ -17,7 +19,7 @@
 - `PredictionWriter` (prediction_writer.py): ``aspp-seg predict``'s files.
 
 ``aspp-seg`` adds `FastPaths`, `LRScaling` (settings: the config's top-level
-``fast_paths:`` and ``lr_scaling:``), `RunGuard`, `ClassWeights`, `ScheduleRetarget`,
+``fast_paths:`` and ``lr_scaling:``), `RunGuard`, `Preemption`, `ClassWeights`, `ScheduleRetarget`,
 `ResultFiles` and, for ``predict``, a `PredictionWriter` to every run
 (`aspp_seg.cli.lightning_cli`); plain Python lists the ones it wants in
 ``Trainer(callbacks=[...])``.
@@ -29,6 +31,7 @@ from aspp_seg.training.callbacks.ema import EMA
 from aspp_seg.training.callbacks.fast_paths import FastPaths
 from aspp_seg.training.callbacks.lr_scaling import LRScaling
 from aspp_seg.training.callbacks.prediction_writer import PredictionWriter
+from aspp_seg.training.callbacks.preemption import Preemption
 from aspp_seg.training.callbacks.result_files import ResultFiles
 from aspp_seg.training.callbacks.run_config import RunConfigCallback
 from aspp_seg.training.callbacks.run_guard import RunGuard
@@ -42,6 +45,7 @@ __all__ = [
     "LRScaling",
     "ModelCheckpoint",
     "PredictionWriter",
+    "Preemption",
     "ResultFiles",
     "RunConfigCallback",
     "RunGuard",
