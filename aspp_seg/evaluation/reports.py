@@ -98,6 +98,65 @@ def iou_csv(iou: Sequence[float], miou: float, class_names: Sequence[str]) -> st
     return buf.getvalue()
 
 
+def trimap_table(trimap: dict, class_names: Sequence[str]) -> str:
+    """Markdown table of the trimap IoU (%): one row per band width (px to each side of
+    a truth boundary), per-class IoU and mIoU.
+
+    Args:
+        trimap: ``{"widths": W ints, "iou": W x C, "miou": W}`` (an evaluation's
+            ``result["trimap"]``).
+        class_names: the C class names.
+    """
+    rows = [IoURow([*iou, miou], labels=[str(width)])
+            for width, iou, miou in zip(trimap["widths"], trimap["iou"], trimap["miou"],
+                                        strict=True)]  # fmt: skip
+    return iou_table(rows, class_names, label_columns=["band (px)"])
+
+
+def trimap_csv(trimap: dict, class_names: Sequence[str]) -> str:
+    """The trimap table as CSV (IoU in %, empty where undefined)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["band (px)", *column_names(class_names), "mIoU"])
+    for width, iou, miou in zip(trimap["widths"], trimap["iou"], trimap["miou"], strict=True):
+        values = ["" if np.isnan(v) else f"{100 * v:.4f}" for v in [*iou, miou]]
+        writer.writerow([str(width), *values])
+    return buf.getvalue()
+
+
+def save_boundary_results(
+    folder: str | Path, stage: str, result: dict, class_names: Sequence[str]
+) -> list[Path]:
+    """Writes an evaluation's boundary metrics (`aspp_seg.evaluation.boundary`), if it
+    has them: ``{stage}_boundary_iou.md`` / ``.csv`` (per-class Boundary IoU, the layout
+    of the IoU tables), ``{stage}_boundary_counts.npy`` (C x 2: intersection, union),
+    ``{stage}_trimap_iou.md`` / ``.csv`` (per band width) and
+    ``{stage}_trimap_confusion.npy`` (W x C x C), each complete or not at all
+    (`replacing`). Returns the paths.
+    """
+    folder = Path(folder)
+    paths = []
+    if "boundary" in result:
+        boundary = result["boundary"]
+        paths += write_iou_table(folder, f"{stage}_boundary_iou", boundary, class_names)
+        paths.append(_save_npy(folder / f"{stage}_boundary_counts.npy", boundary["counts"]))
+    if "trimap" in result:
+        trimap = result["trimap"]
+        md, cs = folder / f"{stage}_trimap_iou.md", folder / f"{stage}_trimap_iou.csv"
+        for path, text in ((md, trimap_table(trimap, class_names)),
+                           (cs, trimap_csv(trimap, class_names))):  # fmt: skip
+            with replacing(path) as staged:
+                staged.write_text(text)
+        paths += [md, cs, _save_npy(folder / f"{stage}_trimap_confusion.npy", trimap["confusion"])]
+    return paths
+
+
+def _save_npy(path: Path, array) -> Path:
+    with replacing(path) as staged:
+        np.save(staged, array.cpu().numpy() if hasattr(array, "cpu") else np.asarray(array))
+    return path
+
+
 def write_iou_table(
     folder: str | Path, stem: str, result: dict, class_names: Sequence[str]
 ) -> list[Path]:

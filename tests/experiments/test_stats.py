@@ -88,3 +88,142 @@ def test_paired_bootstrap_pairs_the_images_and_averages_the_seeds():
     assert stats.verdict([stats.Interval(0.1, 0.05, 0.15, "seeds"), up]) == "better"
     with pytest.raises(ValueError, match="same images"):
         stats.paired_bootstrap([hard], [hard[:10]])
+
+
+def test_holm_on_a_hand_worked_example():
+    """m = 4 p-values. Sorted: 0.005 (#3), 0.01 (#0), 0.03 (#2), 0.04 (#1); times
+    4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04; running maximum: 0.02, 0.03, 0.06, 0.06.
+
+    At alpha 0.05 Holm rejects #3 and #0 and stops at #2 (0.03 > 0.05 / 2), so #1 is
+    not rejected either, although its own p (0.04) is below 0.05 / 1."""
+    p = [0.01, 0.04, 0.03, 0.005]
+    assert stats.holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert list(stats.holm(p) < 0.05) == [True, False, False, True]
+    # the interval of each comparison is read at 1 - 0.05 / (m - rank + 1)
+    assert stats.holm_levels(p) == pytest.approx([1 - 0.05 / 3, 0.95, 0.975, 1 - 0.05 / 4])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert stats.holm([0.02]) == pytest.approx([0.02])  # one comparison: unchanged
+    adjusted = stats.holm([0.01, float("nan"), 0.02])  # NaN: left out of m
+    assert adjusted[[0, 2]] == pytest.approx([0.02, 0.02]) and math.isnan(adjusted[1])
+
+
+def test_holm_against_its_definition_on_random_p_values():
+    """Step-down by hand: walk the sorted p-values, adjusted = max over the steps so far
+    of (m - step) * p, capped at 1."""
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        p = rng.uniform(0, 0.2, size=rng.integers(1, 8))
+        order = np.argsort(p)
+        expected, running = np.empty_like(p), 0.0
+        for step, i in enumerate(order):
+            running = max(running, min(1.0, (len(p) - step) * p[i]))
+            expected[i] = running
+        assert stats.holm(p) == pytest.approx(expected)
+
+
+def _runs(per_image_values, shape=(3,)) -> list[np.ndarray]:
+    """Runs whose per-image counts hold one value (then ones): a linear score
+    (`_mean_value`) makes a run's score the mean of its images' values."""
+    runs = []
+    for values in per_image_values:
+        counts = np.ones((len(values), *shape))
+        counts[:, 0] = values
+        runs.append(counts)
+    return runs
+
+
+def _mean_value(totals: np.ndarray) -> np.ndarray:
+    # totals[..., 1] is the number of images drawn: the mean of the per-image values
+    return totals[..., 0] / totals[..., 1]
+
+
+def test_hierarchical_bootstrap_of_identical_variants_is_centred_on_zero():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.3, 0.7, size=40)
+    seeds = [images + 0.05 * k for k in (-1, 0, 1)]  # three seeds, spread 0.05
+    interval = stats.hierarchical_bootstrap(_runs(seeds), _runs(seeds), score=_mean_value)
+    assert interval.diff == 0.0
+    assert interval.low < 0 < interval.high
+    assert interval.low == pytest.approx(-interval.high, abs=0.01)  # about symmetric
+    assert interval.p > 0.5 and stats.verdict([interval]) == "not distinguishable"
+
+
+def test_hierarchical_bootstrap_of_a_constant_shift_is_the_shift():
+    """Every image of every variant run scores 0.1 more than the same image of every
+    reference run; with no seed spread every resample's difference is 0.1."""
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0.3, 0.7, size=25)
+    ref, var = _runs([images] * 3), _runs([images + 0.1] * 3)
+    interval = stats.hierarchical_bootstrap(ref, var, score=_mean_value)
+    assert (interval.diff, interval.low, interval.high) == pytest.approx((0.1, 0.1, 0.1))
+    assert interval.p == 0.0 and stats.verdict([interval]) == "better"
+    # with mIoU of confusion counts: identical images, one extra true positive in each
+    image = np.array([[8, 2], [2, 8]])  # IoU 8/12 per class
+    better = np.array([[9, 1], [1, 9]])  # 9/11
+    ref = [np.stack([image] * 10)] * 2
+    var = [np.stack([better] * 10)] * 2
+    interval = stats.hierarchical_bootstrap(ref, var)
+    assert (interval.diff, interval.low, interval.high) == pytest.approx((9 / 11 - 2 / 3,) * 3)
+
+
+def test_hierarchical_bootstrap_without_seed_spread_is_the_image_bootstrap():
+    rng = np.random.default_rng(3)
+    hard = rng.integers(1, 20, size=(30, 3, 3))
+    better = hard.copy()
+    better[:, [0, 1, 2], [0, 1, 2]] += rng.integers(0, 20, size=(30, 3))
+    both = stats.hierarchical_bootstrap([hard] * 3, [better] * 2, seed=5)
+    images = stats.paired_bootstrap([hard] * 3, [better] * 2, seed=5)
+    assert (both.diff, both.low, both.high, both.p) == pytest.approx(
+        (images.diff, images.low, images.high, images.p)
+    )
+    assert both.low > 0
+
+
+def test_hierarchical_bootstrap_of_seeds_alone_has_a_known_interval():
+    """Every image alike (no image noise); reference seeds all score 0, the variant's
+    score 0, 0 and 0.3. A resample's variant mean is 0.1 x (draws of the third seed),
+    Binomial(3, 1/3): 0 (8/27), 0.1 (12/27), 0.2 (6/27), 0.3 (1/27 = 3.7% > 2.5%).
+    So the 95% percentile interval is [0, 0.3] around the difference 0.1."""
+    flat = np.zeros(12)
+    ref = _runs([flat] * 3)
+    var = _runs([flat, flat, flat + 0.3])
+    interval = stats.hierarchical_bootstrap(ref, var, score=_mean_value, resamples=4000)
+    assert (interval.diff, interval.low, interval.high) == pytest.approx((0.1, 0.0, 0.3))
+    # P(diff <= 0) = 8/27: p = 16/27, give or take the 4000 draws (sd of p: 0.014)
+    assert interval.p == pytest.approx(2 * 8 / 27, abs=0.05)
+    # one run per side: no seed noise, and the interval says so
+    single = stats.hierarchical_bootstrap(ref[:1], var[2:], score=_mean_value)
+    assert (single.low, single.high) == pytest.approx((0.3, 0.3))
+    assert "one run adds no seed noise" in single.test
+
+
+def test_hierarchical_bootstrap_is_deterministic_and_checks_its_runs():
+    rng = np.random.default_rng(4)
+    runs = [rng.integers(0, 30, size=(15, 4, 4)) for _ in range(4)]
+    first = stats.hierarchical_bootstrap(runs[:2], runs[2:], seed=9)
+    assert stats.hierarchical_bootstrap(runs[:2], runs[2:], seed=9) == first
+    assert stats.hierarchical_bootstrap(runs[:2], runs[2:], seed=10) != first
+    with pytest.raises(ValueError, match="same images"):
+        stats.hierarchical_bootstrap(runs[:2], [runs[2][:10]])
+    with pytest.raises(ValueError, match="same images"):
+        stats.hierarchical_bootstrap([], runs)
+
+
+def test_boundary_miou_is_the_evaluation_metric_and_serves_the_bootstrap():
+    from aspp_seg.evaluation.boundary import boundary_iou
+
+    rng = np.random.default_rng(5)
+    union = rng.integers(1, 50, size=(6, 4))
+    counts = np.stack([rng.integers(0, union + 1), union], axis=-1)  # 6 x C x 2
+    counts[2, 1] = 0  # a class without a band in truth or prediction: no score
+    got = stats.boundary_miou(counts)
+    assert got == pytest.approx([boundary_iou(c)["miou"] for c in counts])
+    assert math.isnan(stats.boundary_class_iou(counts)[2, 1])
+    assert stats.boundary_class_iou(counts)[0] == pytest.approx(counts[0, :, 0] / counts[0, :, 1])
+    assert np.isnan(stats.boundary_miou(np.zeros((3, 2))))
+    # per-image boundary counts (N x C x 2) through the bootstrap: summed, then scored
+    images = rng.integers(1, 9, size=(20, 3, 2))
+    images[..., 1] += images[..., 0]  # union >= intersection
+    same = stats.hierarchical_bootstrap([images], [images], score=stats.boundary_miou)
+    assert (same.diff, same.low, same.high) == (0.0, 0.0, 0.0)
+    assert stats.class_iou(np.array([[3, 1], [2, 4]])) == pytest.approx([3 / 6, 4 / 7])

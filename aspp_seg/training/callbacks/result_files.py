@@ -6,13 +6,16 @@ from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from aspp_seg.evaluation.reports import save_results
+from aspp_seg.evaluation.reports import save_boundary_results, save_results
 
 
 class ResultFiles(Callback):
     """Writes the last evaluation's tables into the run folder, after every validation and
     test: ``<stage>_iou.md`` / ``.csv`` (per-class IoU), ``<stage>_iou_confusion.npy`` and
-    ``.png`` (`aspp_seg.evaluation.metrics.save_results`). ``aspp-seg`` adds it to every run."""
+    ``.png`` (`aspp_seg.evaluation.reports.save_results`), and the boundary metrics:
+    ``<stage>_boundary_iou.md`` / ``.csv``, ``<stage>_trimap_iou.md`` / ``.csv`` and their
+    counts (`aspp_seg.evaluation.reports.save_boundary_results`). ``aspp-seg`` adds it to
+    every run."""
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -29,3 +32,4 @@ class ResultFiles(Callback):
             return
         names = list(getattr(pl_module, "class_names", []))
         save_results(Path(log_dir), f"{stage}_iou", result, result["confusion"], names)
+        save_boundary_results(Path(log_dir), stage, result, names)
