@@ -32,20 +32,29 @@ job failed; then ``table1.md``, ``table2.md``, ``results.json`` and ``sweep.log`
 folders are the only state: the same command again skips finished runs, resumes
 interrupted ones from their ``last.ckpt`` and starts the rest; ``--collect`` only
 evaluates and tabulates what is there.
+
+One command at a time works in an ``--out`` (`holding`: an ``fcntl.flock`` on
+``<out>/.table1.lock``, POSIX only, as submitit is): a second command on the same folder
+says which process has it and exits with status 1, leaving the folder as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import functools
+import io
 import json
 import math
 import os
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +77,73 @@ FINISHED = "finished.json"  # in <run>/fit: the training reached its budget
 PER_IMAGE = "val_confusion_per_image.npy"  # in <run>/eval: N x C x C counts
 IMAGES = "val_images.txt"  # in <run>/eval: the N val images, in that order
 EVALUATED = "evaluated.json"  # in <run>/eval: the step of the weights the files score
+LOCK = ".table1.lock"  # in --out: held by the command working there (`holding`)
+
+
+class FolderInUse(UserError):
+    """Another table1 command works in ``--out``; this one left it alone. Exit status 1:
+    nothing is wrong with the command, it can run once the other has ended."""
+
+    exit_code = 1
+
+
+def write_file(path: Path, content: str | bytes) -> None:
+    """Writes `path` through a temporary file beside it and an atomic rename, so that a
+    kill or a full disk leaves the previous file or none, never a part of one."""
+    staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        if isinstance(content, bytes):
+            staged.write_bytes(content)
+        else:
+            staged.write_text(content)
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def holding(out: Path) -> Iterator[None]:
+    """Holds ``<out>/.table1.lock`` while the block runs: two table1 commands on one folder
+    would share its demo data, run folders, ``submitit/`` and tables.
+
+    An advisory ``fcntl.flock`` (Linux, macOS; on NFS Linux takes it as a lock the server
+    keeps). The kernel drops it when the process ends however it ends, so a killed command
+    leaves no stale lock to clear. The file names its holder for the other's message; it
+    is written in place, not replaced, because the lock belongs to the file's inode.
+
+    Raises:
+        FolderInUse: another process holds it; nothing under `out` was changed.
+    """
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderInUse(
+                f"{out} is in use by another table1 ({_holder(fd)}); run this command again "
+                "once it has ended (it goes on from the run folders), or give another --out"
+            ) from None
+        except OSError as error:  # ENOLCK: an NFS mount without its lock service
+            raise ConfigError(f"--out {out}: cannot lock {out / LOCK} ({error.strerror}); "
+                              "give an --out on a file system with locks") from None  # fmt: skip
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+def _holder(fd: int) -> str:
+    """``pid N on HOST since TIME`` from a held lock file (its holder may be writing it)."""
+    for _ in range(20):
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0))
+            return f"pid {holder['pid']} on {holder['host']} since {holder['started']}"
+        except (ValueError, KeyError, TypeError):
+            time.sleep(0.05)
+    return "pid unknown"
 
 
 def config_path(name: str) -> Path:
@@ -165,7 +241,7 @@ def overlay_for(
 
         path = Path(tempfile.mkdtemp(prefix="table1-dry-run-")) / f"overlay_{overlay.name}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    write_file(path, yaml.safe_dump(settings, sort_keys=False))
     return path
 
 
@@ -294,7 +370,7 @@ def train(
     if code != 0 or before is None or _last_state(out, name) != before:
         wall = run / "wall_s.txt"
         earlier = float(wall.read_text()) if wall.is_file() and before is not None else 0.0
-        wall.write_text(f"{earlier + time.perf_counter() - start:.0f}\n")
+        write_file(wall, f"{earlier + time.perf_counter() - start:.0f}\n")
     if code != 0:
         error = _last_error(log_path, offset) if quiet else None
         where = f"; its output: {log_path}" if quiet else ""
@@ -368,7 +444,7 @@ def _mark_evaluated(out: Path, name: str, checkpoint: Path) -> None:
     mtime = checkpoint.stat().st_mtime_ns
     if not record.is_file() or json.loads(record.read_text()).get("mtime") != mtime:
         step = {"step": checkpoint_step(checkpoint), "checkpoint": checkpoint.name}
-        record.write_text(json.dumps({**step, "mtime": mtime}) + "\n")
+        write_file(record, json.dumps({**step, "mtime": mtime}) + "\n")
 
 
 def _read_scores(folder: Path) -> dict[str, dict]:
@@ -425,8 +501,10 @@ def evaluate(
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint),
                          verbose=False)  # fmt: skip
         if split == "val":
-            np.save(folder / PER_IMAGE, counts.counts())
-            (folder / IMAGES).write_text("".join(f"{n}\n" for n in counts.names))
+            array = io.BytesIO()
+            np.save(array, counts.counts())
+            write_file(folder / PER_IMAGE, array.getvalue())
+            write_file(folder / IMAGES, "".join(f"{n}\n" for n in counts.names))
         write_iou_table(folder, f"{split}_iou", cli.model.last_result, cli.model.class_names)
         results[split] = read_iou_csv(folder / f"{split}_iou.csv")
     _mark_evaluated(out, name, checkpoint)
@@ -518,14 +596,60 @@ def _demo_set(data) -> tuple[str, tuple[tuple[str, int], ...]] | None:
 def prepare_data(plans: Sequence[RunPlan]) -> None:
     """Generates the synthetic demo set once, before jobs that read it run side by side
     (each would otherwise start generating it in the same folder)."""
-    from aspp_seg.data.datasets.demo import ensure_demo
-
     generated: dict[str, tuple] = {}
     for plan in plans:
         if plan.demo is not None and generated.setdefault(*plan.demo) != plan.demo[1]:
             raise ConfigError(f"runs ask for different demo sets in {plan.demo[0]}")
     for root, settings in generated.items():
-        ensure_demo(root, dict(settings))
+        generate_demo(Path(root), dict(settings))
+
+
+def generate_demo(root: Path, requested: dict[str, int]) -> None:
+    """The demo set with `requested` settings under `root`, unless it is there.
+
+    A new set is generated into a staging folder beside `root` and renamed into place,
+    so a killed generation never leaves a tree at `root` (a staging folder that a dead
+    process on this host left is removed). A set with other settings is regenerated in
+    place by the generator, whose ``.generating`` marker keeps a half-written set from
+    being used.
+    """
+    from aspp_seg.data.datasets import demo
+
+    demo.check_settings(requested)
+    demo.check_demo_root(root)
+    settings = demo.settings_to_generate(root, requested)
+    if settings is None:
+        return
+    if root.is_dir() and next(root.iterdir(), None) is not None:
+        demo.ensure_demo(root, requested)
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    prefix, host = f".{root.name}.generating-", socket.gethostname()
+    for stale in root.parent.glob(f"{prefix}{host}-*"):
+        pid = stale.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = root.with_name(f"{prefix}{host}-{os.getpid()}")
+    print(f"[table1] generating the synthetic demo data set in {root} ...", flush=True)
+    try:
+        demo.generate_demo_cityscapes(staging, **settings)
+        try:
+            staging.rename(root)  # over no folder or an empty one, else it fails
+        except OSError:
+            if demo.settings_to_generate(root, requested) is not None:
+                raise  # not another process's complete set either
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        pass
+    return True
 
 
 def fit_record(plan: RunPlan) -> dict | None:
@@ -541,7 +665,7 @@ def fit_record(plan: RunPlan) -> dict | None:
 
 def _mark_finished(plan: RunPlan, steps: int) -> None:
     record = {"steps": steps, "budget": plan.steps, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (plan.folder / "fit" / FINISHED).write_text(json.dumps(record) + "\n")
+    write_file(plan.folder / "fit" / FINISHED, json.dumps(record) + "\n")
 
 
 def _abandoned(fit: Path) -> bool:
@@ -815,8 +939,15 @@ def run(argv: Sequence[str]) -> tuple[Path, Path] | None:
     engine = make_engine(args, out)
     if not (args.dry_run or args.collect):
         engine.check_reachable()
-    if not args.dry_run:
-        out.mkdir(parents=True, exist_ok=True)
+    if args.dry_run:
+        return _sweep(args, out, specs, reference, engine)
+    out.mkdir(parents=True, exist_ok=True)
+    with holding(out):
+        return _sweep(args, out, specs, reference, engine)
+
+
+def _sweep(args, out: Path, specs: Sequence[RunSpec], reference: str, engine):
+    """`run` from its plans on (under the lock of `out` unless ``--dry-run``)."""
     log = _Log(None if args.dry_run else out / "sweep.log")
     plans = plan_runs(specs, args, out, write=not args.dry_run)
     if not args.collect:

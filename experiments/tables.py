@@ -27,6 +27,7 @@ from aspp_seg.data.labels import TABLE1_COLUMNS
 from aspp_seg.errors import ConfigError
 from experiments import stats
 from experiments.study import StudyRow, load_study
+from experiments.table1 import write_file
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -327,13 +328,15 @@ def write_tables(
     cityscapes = _on_cityscapes(results)
     note = caveat(data, budget, cityscapes)
     t1 = out / "table1.md"
-    t1.write_text(
+    write_file(
+        t1,
         "# Table 1: per-class IoU (%) on the validation split\n\n" + note
         + table1(results, study)
         + "\nEach method's difference to the reference, with intervals: table2.md.\n"
     )  # fmt: skip
     t2 = out / "table2.md"
-    t2.write_text(
+    write_file(
+        t2,
         "# Table 2: train and val mIoU (%)\n\n" + note + table2(results, study)
         + f"\n## Against the reference ({reference}): val mIoU\n\n"
         + comparison(results, study, reference)
@@ -354,5 +357,5 @@ def write_tables(
             "columns": _columns(results), "confidence": CONFIDENCE,
             "bootstrap_resamples": RESAMPLES}  # fmt: skip
     payload = {"meta": meta, "runs": runs, "comparison": differences}
-    (out / "results.json").write_text(json.dumps(payload, indent=1))
+    write_file(out / "results.json", json.dumps(payload, indent=1))
     return t1, t2
