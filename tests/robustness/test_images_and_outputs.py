@@ -246,14 +246,6 @@ CASES = [
     ),
     # --- predict: outputs of their own, never over an input
     Case(
-        "predict: frame.png and frame.jpg keep outputs of their own",
-        (*PREDICT, *SOURCE, *OUT),
-        0,
-        r"",
-        setup=_photos({"frame.png": _png(_photo()), "frame.jpg": _jpeg(_photo()[::-1])}),
-        writes=PREDICT_WRITES,
-    ),
-    Case(
         "predict --predict_dir onto its source folder: outputs beside the inputs",
         (*PREDICT, *SOURCE, "--predict_dir", "{work}/photos"),
         0,
@@ -281,14 +273,6 @@ CASES = [
         writes=PREDICT_WRITES,
     ),
     Case(
-        "predict above a lowered max_pixels: refused",
-        (*PREDICT, *SOURCE, *OUT, "--model.inference.init_args.max_pixels", "1000"),
-        2,
-        ERROR + r"an image of 64 x 128 px \(0\.0 MP\) is too large for whole-image inference",
-        setup=_photos({"a.png": _png(_photo())}),
-        writes=PREDICT_WRITES,
-    ),
-    Case(
         "predict above max_pixels in sliding windows, as the refusal says: runs",
         (
             *PREDICT,
@@ -307,6 +291,17 @@ CASES = [
         writes=PREDICT_WRITES,
     ),
 ]
+
+
+TWO_STEMS = Case(
+    "predict: frame.png and frame.jpg keep outputs of their own",
+    (*PREDICT, *SOURCE, *OUT),
+    0,
+    r"",
+    setup=_photos({"frame.png": _png(_photo()), "frame.jpg": _jpeg(_photo()[::-1])}),
+    writes=PREDICT_WRITES,
+)
+"""A row whose outputs `test_two_stems_get_outputs_of_their_own` also reads."""
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -332,8 +327,7 @@ def test_check_data_names_a_truncated_jpeg(ws, run_cli):
 def test_two_stems_get_outputs_of_their_own(ws, run_cli):
     """frame.png keeps its output name; frame.jpg's keeps its extension before ``.png``,
     and the two differ (each is its own image's prediction)."""
-    case = next(c for c in CASES if c.id.startswith("predict: frame.png and frame.jpg"))
-    check(case, ws, run_cli)
+    check(TWO_STEMS, ws, run_cli)
     outputs = sorted(p.name for p in (ws.work / "out" / "color").iterdir())
     assert outputs == ["frame.jpg.png", "frame.png"]
     overlays = [cv2.imread(str(ws.work / "out" / "overlay" / name)) for name in outputs]
