@@ -8,6 +8,7 @@ interruption (Ctrl-C), 128 + the signal's number for a run a signal stopped (143
 SIGTERM, as shells report a process it killed).
 """
 
+import errno
 import signal
 
 
@@ -60,3 +61,38 @@ class Terminated(Interrupted):
 
     def __reduce__(self):  # keeps the signal when pickled (a job runner's result)
         return type(self), (str(self), int(self.signum))
+
+
+class FileSystemError(UserError):
+    """The file system refused a write or a read: it is read-only, full, over quota, or
+    the path is not ours (`FILE_SYSTEM_ERRNOS`). The message names the operation and the
+    path. Exit status 1: nothing is wrong with the command, which can run again once the
+    disk has room or the folder is writable."""
+
+    exit_code = 1
+
+    @classmethod
+    def of(cls, error: OSError, operation: str, path: object = None) -> "FileSystemError":
+        """``cannot <operation> <path>: <strerror>`` for `error` (`path`: default, the
+        file the error names)."""
+        where = path if path is not None else error.filename
+        return cls(f"cannot {operation} {where}: {error.strerror or error}")
+
+
+def file_system_cause(error: BaseException | None) -> OSError | None:
+    """The OSError of `FILE_SYSTEM_ERRNOS` behind `error` (itself, or what it was raised
+    from or while handling: torch.save turns a full disk into a RuntimeError), if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRNOS:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+FILE_SYSTEM_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("EROFS", "ENOSPC", "EDQUOT", "EACCES", "EPERM")
+)
+"""OSError numbers that are the file system's answer, not a bug: read-only, no space, over
+quota, permission denied (`FileSystemError`)."""

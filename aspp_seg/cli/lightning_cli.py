@@ -42,6 +42,7 @@ from aspp_seg.training.callbacks import (
     ScheduleRetarget,
     SegmentationLogger,
 )
+from aspp_seg.training.checkpoint_io import use_safe_checkpoint_io
 from aspp_seg.training.determinism import check_deterministic
 from aspp_seg.training.module import SegmentationModule
 from aspp_seg.training.resume import (
@@ -200,6 +201,7 @@ class AsppSegCLI(LightningCLI):
         add_result_files(config["trainer"])
 
     def after_instantiate_classes(self) -> None:
+        use_safe_checkpoint_io(self.trainer)  # checkpoints read as data, written atomically
         if self.subcommand in _SUBCOMMANDS[1:] and self._snapshot is not None:
             for callback in self.trainer.callbacks:  # the evaluation folder is this command's
                 if isinstance(callback, RunConfigCallback):

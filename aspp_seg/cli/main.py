@@ -7,12 +7,22 @@ needs them, so ``aspp-seg --help`` and ``aspp-seg evaluate --help`` answer at on
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import re
 import sys
+import traceback
 import warnings
 
 from aspp_seg.cli.commands import discover
-from aspp_seg.errors import Interrupted, UsageError, UserError
+from aspp_seg.errors import (
+    FileSystemError,
+    Interrupted,
+    UsageError,
+    UserError,
+    file_system_cause,
+)
 
 LIGHTNING_SUBCOMMANDS = {
     "fit": "Runs the full optimization routine.",
@@ -32,6 +42,39 @@ def _user_error(error: BaseException | None) -> UserError | None:
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
+    return None
+
+
+def _file_system_error(error: BaseException) -> FileSystemError | None:
+    """A read-only, full or forbidden file system behind `error` as one line that names
+    the path and the operation, whichever code was writing.
+
+    An OSError from ``open`` or ``mkdir`` names its file; one from a write to an open file
+    does not, so the file is the one the innermost frame was writing to.
+    """
+    cause = file_system_cause(error)
+    if cause is None:
+        return None
+    frames = [frame for frame, _ in traceback.walk_tb(cause.__traceback__)]
+    path = cause.filename if cause.filename is not None else _open_file(frames)
+    if frames and frames[-1].f_code.co_name in ("mkdir", "makedirs"):
+        operation = "create folder"
+    elif cause.filename2 is not None:
+        operation, path = "move", f"{path} to {cause.filename2}"
+    elif cause.errno in (errno.EACCES, errno.EPERM) and cause.filename is not None:
+        operation = "open"
+    else:
+        operation = "write"
+    return FileSystemError.of(cause, operation, path or "a file (not named)")
+
+
+def _open_file(frames: list) -> str | None:
+    """The name of the file that the innermost of `frames` holds open, if any."""
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            name = getattr(value, "name", None) if isinstance(value, io.IOBase) else None
+            if isinstance(name, str | os.PathLike):
+                return os.fspath(name)
     return None
 
 
@@ -118,7 +161,7 @@ def main(args: list[str] | None = None) -> None:
         except KeyboardInterrupt:
             raise Interrupted("interrupted") from None
     except Exception as error:
-        user_error = _user_error(error)
+        user_error = _user_error(error) or _file_system_error(error)
         if user_error is None:
             raise
         print(f"aspp-seg: error: {_one_line(user_error)}", file=sys.stderr)

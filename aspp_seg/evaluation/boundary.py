@@ -121,7 +121,7 @@ def _batch(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch
 def _per_image_bincount(index: torch.Tensor, keep: torch.Tensor, bins: int) -> torch.Tensor:
     """B x bins counts of `index` (B x H x W, each in [0, bins)) where `keep` holds."""
     b = index.shape[0]
-    offset = torch.arange(b, device=index.device).view(b, 1, 1) * bins
+    offset = torch.arange(b, device=index.device, dtype=index.dtype).view(b, 1, 1) * bins
     flat = torch.where(keep, index + offset, b * bins)  # dropped pixels: one extra bin
     return torch.bincount(flat.flatten(), minlength=b * bins + 1)[: b * bins].view(b, bins)
 
@@ -149,10 +149,10 @@ def boundary_counts(
     pred, truth = _batch(pred, truth)
     c = num_classes
     d = boundary_distance(*truth.shape[-2:]) if distance is None else int(distance)
-    truth = truth.to(torch.int64)
+    truth = truth.to(torch.int32)
     valid = truth < c  # ignored truth counts nowhere
     # a prediction >= C, or on ignored truth (which is a contour for G too): "no class"
-    pred = torch.where(valid, pred.to(torch.int64).clamp(0, c), c)
+    pred = torch.where(valid, pred.to(torch.int32).clamp(0, c), c)
     truth_band = label_band(truth, d, image_border=True) & valid
     pred_band = label_band(pred, d, image_border=True) & valid
     both = truth_band & pred_band & (truth == pred)
@@ -192,9 +192,9 @@ def trimap_confusion(
     pred, truth = _batch(pred, truth)
     c = num_classes
     cols = c + 1 if void_column else c
-    truth = truth.to(torch.int64)
+    truth = truth.to(torch.int32)
     keep = label_band(truth, int(width), image_border=False) & (truth < c)
-    index = truth.clamp(max=c - 1) * cols + pred.to(torch.int64).clamp(0, cols - 1)
+    index = truth.clamp(max=c - 1) * cols + pred.to(torch.int32).clamp(0, cols - 1)
     counts = _per_image_bincount(index, keep, c * cols).view(-1, c, cols)
     return counts[0] if single else counts
 

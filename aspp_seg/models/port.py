@@ -12,6 +12,7 @@ normalises inside, so a comparison feeds each its own input.
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -138,7 +139,14 @@ def read_torchvision_weights(source: str) -> dict[str, torch.Tensor]:
     """
     path = Path(source).expanduser()
     if path.is_file():
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # weights only: a weights file is data, never code
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            wanted = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            raise ConfigError(
+                f"torchvision_weights={source!r} is refused: it asks to load "
+                f"{', '.join(wanted) or 'an unsupported object'}, which is code, not data"
+            ) from None
         if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):
             loaded = loaded["model"]
         return dict(loaded)

@@ -146,7 +146,7 @@ class SegmentationModule(LightningModule):
         self.val_confusion = confusion_matrix_metric(num_classes)
         self.test_confusion = confusion_matrix_metric(num_classes)
         # Boundary IoU (d = 2% of the diagonal) and the trimap at 2-16 px, from the same
-        # predictions: about 17 ms per 360 x 480 image on one CPU thread, a few percent
+        # predictions: about 8 ms per 360 x 480 image on one CPU thread, a few percent
         # of a validation pass, so always on
         self.val_boundary = BoundaryScores(num_classes)
         self.test_boundary = BoundaryScores(num_classes)

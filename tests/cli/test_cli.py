@@ -56,7 +56,7 @@ def test_fit_then_validate_gives_the_same_miou(tiny_cityscapes, tmp_path, monkey
     assert last.is_file() and list((run / "checkpoints").glob("best-*.ckpt"))
     # Settings for how to run (not what was trained) stay out of the checkpoint, so that
     # LightningCLI cannot apply them over the command line of a later --ckpt_path run.
-    hparams = torch.load(last, weights_only=False)["hyper_parameters"]
+    hparams = torch.load(last, weights_only=True)["hyper_parameters"]
     assert "inference" not in hparams and not set(hparams) & set(OLD_MODEL_SETTINGS)
     fit_row = _iou_row(run / "val_iou.csv")
     assert 0.0 <= float(fit_row["mIoU"]) <= 100.0

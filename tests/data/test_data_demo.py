@@ -41,7 +41,7 @@ def test_other_num_train_regenerates_and_fit_sees_the_new_count(tmp_path, monkey
     assert len(list((root / "leftImg8bit" / "train").rglob("*.png"))) == 6
     assert (root / "notes.txt").read_text() == "mine\n"
     checkpoint = next((tmp_path / "run").rglob("*.ckpt"))
-    assert torch.load(checkpoint, weights_only=False)["global_step"] == 3  # 6 frames / 2
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 3  # 6 frames / 2
 
 
 def test_unset_settings_keep_the_existing_set(tmp_path, capsys):

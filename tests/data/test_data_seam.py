@@ -145,7 +145,7 @@ def test_a_data_set_file_and_a_yaml_fit_validate_and_evaluate(data_set, capsys):
           "--trainer.max_epochs", "1", "--trainer.callbacks", "[]",
           "--trainer.default_root_dir", str(tmp_path / "run")])  # fmt: skip
     ckpt = next((tmp_path / "run").rglob("*.ckpt"))
-    checkpoint = torch.load(ckpt, weights_only=False)
+    checkpoint = torch.load(ckpt, weights_only=True)
     assert checkpoint["global_step"] == 2  # 4 frames / batch 2
     head = [v for k, v in checkpoint["state_dict"].items() if k.endswith(".weight")][-1]
     assert head.shape[0] == 3  # the model took its class count from the data module

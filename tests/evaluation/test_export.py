@@ -67,7 +67,7 @@ def test_torchscript_export_takes_uint8_and_float_rgb(trained, tmp_path):
 
 
 def test_loaded_network_has_the_checkpoint_weights(tiny_checkpoint, trained):
-    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     name, value = next((k, v) for k, v in state.items() if k.startswith("net.head."))
     torch.testing.assert_close(trained.net.state_dict()[name[len("net.") :]], value)
     assert run_config_of(tiny_checkpoint).name == "config.yaml"

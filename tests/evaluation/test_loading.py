@@ -93,7 +93,7 @@ def _old_run(checkpoint: Path, folder: Path, **hparams) -> tuple[Path, Path]:
     config["model"].update(OLD_MODEL_KEYS)
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     path = folder / "checkpoints" / checkpoint.name
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     old = {"eval_output_stride": None, "lr_scaling": "none", "lr_base_batch_size": 8}
     state["hyper_parameters"].update({**old, **hparams})
     torch.save(state, path)

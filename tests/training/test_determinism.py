@@ -47,7 +47,7 @@ def _fit(root: Path, folder: Path, seed: int) -> Path:
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=False)["state_dict"]  # fmt: skip
+                      weights_only=True)["state_dict"]  # fmt: skip
 
 
 def _losses(run: Path) -> list[str]:

@@ -114,7 +114,7 @@ def test_resume_continues_the_ramp_and_extension_recomputes_the_decay(tmp_path):
     first = _fit_one_weight(ema, VALUES, accumulate_grad_batches=2)  # 3 steps
     path = tmp_path / "one.ckpt"
     first.trainer.save_checkpoint(path)
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = torch.load(path, weights_only=True)
     assert "EMA" not in str(checkpoint.get("callbacks", {}))
     assert int(checkpoint["averaging_state"]["n_averaged"]) == 3
 
@@ -222,7 +222,7 @@ def test_ema_evaluates_saves_and_resumes_the_average(tiny_cityscapes, tmp_path, 
     extra.write_text(CALLBACKS)
     _fit(tiny_cityscapes, extra, "--trainer.max_epochs", "2")
     last = tmp_path / "runs" / "demo" / "version_0" / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 8
     ema, live = _net_part(checkpoint["state_dict"]), _net_part(checkpoint["current_model_state"])
     assert _differs(ema, live)
@@ -241,7 +241,7 @@ def test_ema_evaluates_saves_and_resumes_the_average(tiny_cityscapes, tmp_path, 
     # checkpoint's over the live weights, its ramp from t = 8, its cap from the new length
     SEEN["live"].clear()
     _fit(tiny_cityscapes, extra, "--trainer.max_epochs", "3", "--ckpt_path", "last")
-    resumed = torch.load(last, map_location="cpu", weights_only=False)
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 12
     assert sorted(SEEN["live"]) == [9, 10, 11, 12]
     expected = {k: v.double() for k, v in ema.items()}

@@ -39,7 +39,7 @@ def _lr_rows(run: Path) -> dict[int, float]:
 def _last_step(run: Path) -> int:
     import torch
 
-    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return state["global_step"]
 
 
@@ -95,7 +95,7 @@ def test_a_checkpoint_of_aspp_seg_0_2_is_extended_too(
 
     from aspp_seg.cli.config import MovedSettingWarning
 
-    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
     state["hyper_parameters"].update(lr_scaling="none", lr_base_batch_size=8,
                                      eval_output_stride=None)  # fmt: skip
     steps = state["aspp_seg"]["schedule_steps"]

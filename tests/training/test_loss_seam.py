@@ -42,7 +42,7 @@ def _fit(root: Path, work: Path, loss_yaml: str, *more: str) -> dict:
           "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
           "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
           "--trainer.callbacks", "[]", "--trainer.default_root_dir", str(work), *more])  # fmt: skip
-    state = torch.load(next(work.rglob("*.ckpt")), map_location="cpu", weights_only=False)
+    state = torch.load(next(work.rglob("*.ckpt")), map_location="cpu", weights_only=True)
     return state
 
 

@@ -91,7 +91,7 @@ def test_fit_builds_the_groups_the_yaml_says(tiny_cityscapes, tmp_path, monkeypa
           "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
           "--trainer.logger", "false", "--trainer.callbacks", "[]",
           "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
-    state = torch.load(next(tmp_path.rglob("*.ckpt")), map_location="cpu", weights_only=False)
+    state = torch.load(next(tmp_path.rglob("*.ckpt")), map_location="cpu", weights_only=True)
     groups = {g["name"]: g for g in state["optimizer_states"][0]["param_groups"]}
     base = 0.05  # demo.yaml's SGD, weight decay 1e-4
     assert groups["aux_head"]["initial_lr"] == pytest.approx(10 * base)

@@ -59,7 +59,7 @@ def _lr_per_step(run: Path) -> dict[int, float]:
 
 
 def _state(checkpoint: Path) -> dict:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     return {
         "global_step": state["global_step"],
         "epoch": state["epoch"],

@@ -101,7 +101,7 @@ def test_a_diverging_run_stops_at_the_step_and_keeps_the_last_finite_checkpoint(
         "rate (model.optimizer.init_args.lr) or check the data"
     )
     for path in (tmp_path / "runs").rglob("*.ckpt"):
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         assert state["global_step"] == 4 and first_non_finite(state) is None, path
 
 

@@ -1,0 +1,118 @@
+"""How every trainer of ``aspp-seg`` reads and writes checkpoint files (`SafeCheckpointIO`).
+
+Lightning's own restore (``fit / validate / test / predict --ckpt_path``, also ``last``,
+``best`` and ``hpc``) reads through `aspp_seg.evaluation.checkpoints.read_checkpoint`:
+weights only, so a checkpoint is data and never runs code. Every write goes to a
+temporary file in the checkpoint's folder, is flushed to the disk and then renamed over
+the old file, so a full disk or a kill leaves the previous checkpoint or none, never a
+part of one (Lightning's own writer stages the file in the system's temporary folder and
+copies it over when that is another file system).
+
+In plain Python: ``Trainer(plugins=[SafeCheckpointIO()])``; ``aspp-seg`` installs it in
+every trainer it builds (`use_safe_checkpoint_io`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.plugins.io.wrapper import _WrappingCheckpointIO
+
+from aspp_seg.errors import ConfigError, FileSystemError, file_system_cause
+from aspp_seg.evaluation.checkpoints import read_checkpoint, refused
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint reader and writer, weights only and atomic."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        """Writes `checkpoint` to `path` through a temporary file beside it.
+
+        Raises:
+            FileSystemError: naming `path` when the disk is full, read-only or not ours.
+        """
+        if not _is_local(path):  # s3://, gs://, ...: Lightning's transaction on the store
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        # not `aspp_seg.data.io.replacing`, which keeps the suffix: what a kill -9 leaves
+        # behind must not match the `*.ckpt` that load_model and the resume look for
+        staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(staged, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())  # on the disk before it replaces the old file
+            os.replace(staged, path)
+            _sync_folder(path.parent)
+        except (OSError, RuntimeError) as error:  # torch.save: a RuntimeError from an OSError
+            cause = file_system_cause(error)
+            if cause is None:
+                raise
+            raise FileSystemError.of(cause, "write checkpoint", path) from None
+        finally:
+            staged.unlink(missing_ok=True)
+
+    def load_checkpoint(
+        self,
+        path: str | Path,
+        map_location: Callable | Any = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """The checkpoint at `path`, read as data only (`read_checkpoint`).
+
+        Raises:
+            ConfigError: for ``weights_only=False`` (``--weights_only false``), which would
+                let the file run code, and for a file that `read_checkpoint` refuses.
+        """
+        if weights_only is False:
+            raise ConfigError(
+                "--weights_only false is not supported: aspp-seg reads checkpoints as data "
+                "only (weights_only=True), so that a checkpoint cannot run code"
+            )
+        if not _is_local(path):
+            try:
+                return super().load_checkpoint(path, map_location, weights_only=True)
+            except pickle.UnpicklingError as error:
+                raise refused(path, error) from None
+        return read_checkpoint(path, map_location=map_location)
+
+
+def _is_local(path: str | Path) -> bool:
+    return "://" not in str(path)  # a URL (s3://, file://, ...) goes through fsspec
+
+
+def _sync_folder(folder: Path) -> None:
+    """Makes the rename in `folder` survive a power cut, where the system lets a folder be
+    synced (the file itself is complete either way)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def use_safe_checkpoint_io(trainer: Trainer) -> None:
+    """Gives `trainer` a `SafeCheckpointIO` in place of Lightning's default one (also as the
+    base of a wrapping one such as ``AsyncCheckpointIO``). A CheckpointIO of the user's own
+    class stays: its reading and writing are theirs."""
+    strategy = trainer.strategy
+    current = strategy._checkpoint_io  # None: Lightning makes its default on first use
+    if isinstance(current, _WrappingCheckpointIO):
+        current.checkpoint_io = SafeCheckpointIO()  # kept only when no base was given
+    elif current is None or type(current) is TorchCheckpointIO:
+        strategy.checkpoint_io = SafeCheckpointIO()
