@@ -22,6 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from aspp_seg.cli.config import (
+    check_fit_settings,
     parse_error,
     translate_args,
     translate_config,
@@ -46,9 +47,12 @@ from aspp_seg.training.checkpoint_io import use_safe_checkpoint_io
 from aspp_seg.training.determinism import check_deterministic
 from aspp_seg.training.module import SegmentationModule
 from aspp_seg.training.resume import (
+    RESUME_FLAG,
     FolderSnapshot,
     LoggedStepAlignment,
+    check_resume,
     evaluation_folder,
+    follow_root_dir,
     resolve_last,
     restore_metrics,
 )
@@ -152,6 +156,15 @@ class AsppSegCLI(LightningCLI):
                 help="where the PNGs go (trainIds/, labelIds/, color/, overlay/); default: "
                 "<run>/predict/<checkpoint>/ beside --ckpt_path, else <log dir>/predictions",
             )
+        if subcommand == "fit":
+            parser.add_argument(
+                f"--{RESUME_FLAG}",
+                type=bool,
+                default=False,
+                help="let --ckpt_path resume with settings that change what is trained "
+                "(see docs/training.md); the run's config.yaml stays, the new settings go "
+                "to config.resumed-at-step-<N>.yaml",
+            )
         return parser
 
     def _parse_ckpt_path(self) -> None:
@@ -164,6 +177,8 @@ class AsppSegCLI(LightningCLI):
             return
         state = read_checkpoint(ckpt_path)  # memory-mapped
         self._checkpoint = (ckpt_path, state)
+        if subcommand == "fit":  # a resume's settings are compared with the run's instead
+            return  # (`check_resume`): the command line is never overridden silently
         hparams = dict(state.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         hparams = translate_hparams(hparams, where=f"checkpoint {ckpt_path}")
@@ -181,12 +196,18 @@ class AsppSegCLI(LightningCLI):
         self._guard = RunGuard()
         self._preemption = Preemption()
         self._snapshot: FolderSnapshot | None = None
+        self._resume = None
         if self.subcommand not in _SUBCOMMANDS:
             return
         config = self.config[self.subcommand]
         fit = self.subcommand == "fit"
+        follow_root_dir(config["trainer"])  # relative logger folders under default_root_dir
+        if fit:  # a fit that would train nothing, optimizer values torch refuses
+            check_fit_settings(config)
         # `--ckpt_path last | best`: the experiment's checkpoint, not the new folder's
         resumed = resolve_last(config, continue_run=fit)
+        # a resume goes on with the run's settings, or says which ones differ
+        self._resume = check_resume(self._parser("fit"), config) if fit else None
         if resumed is not None and fit:
             # a resume that fails before it writes a checkpoint puts the folder back
             self._snapshot = FolderSnapshot(resumed.parent.parent)
@@ -202,10 +223,11 @@ class AsppSegCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         use_safe_checkpoint_io(self.trainer)  # checkpoints read as data, written atomically
-        if self.subcommand in _SUBCOMMANDS[1:] and self._snapshot is not None:
-            for callback in self.trainer.callbacks:  # the evaluation folder is this command's
-                if isinstance(callback, RunConfigCallback):
-                    callback.replace = True
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, RunConfigCallback):
+                callback.resume = self._resume  # a resumed fit keeps the run's config.yaml
+                # the evaluation folder is this command's
+                callback.replace = self.subcommand != "fit" and self._snapshot is not None
 
     def instantiate_classes(self) -> None:
         if self.subcommand != "fit":

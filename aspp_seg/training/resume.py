@@ -11,6 +11,17 @@ scheduler position, epoch and global step. ``best`` is the best checkpoint that 
 newest run recorded. A ``last`` or ``best`` that finds nothing is an error, except for
 ``fit --ckpt_path last``, which then starts a new run (resume-or-start).
 
+A resume continues the run it resumes, with that run's settings: `check_resume`
+compares the new settings with the ones the run recorded (its ``config.yaml``, or the
+checkpoint's hyperparameters) and refuses, in one line listing them, any difference
+that changes what is trained (`may_change_on_resume` lists what may change: where and
+how long the run goes on, what it logs). ``--resume_with_changed_settings true``
+continues anyway. The run's ``config.yaml`` is never rewritten by a resume: settings
+that differ go to ``config.resumed-at-step-<N>.yaml`` beside it.
+
+`follow_root_dir` puts the relative folders of a config (a logger's ``save_dir: runs``)
+under ``trainer.default_root_dir`` when that is given, so that setting is never dropped.
+
 `evaluation_folder` sends the outputs of ``validate`` / ``test`` / ``predict`` beside the
 checkpoint they come from (``<run>/validate/<checkpoint name>/``), and `FolderSnapshot`
 puts a folder back as it was when a command that wrote into it fails.
@@ -19,16 +30,23 @@ puts a folder back as it was when a command that wrote into it fails.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import os
 import re
 import shutil
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from aspp_seg.errors import ConfigError
-from aspp_seg.evaluation.checkpoints import CHECKPOINT_KEY, read_checkpoint
+from aspp_seg.evaluation.checkpoints import (
+    CHECKPOINT_KEY,
+    is_file_path,
+    read_checkpoint,
+)
 
 _FOLDER_LOGGERS = ("CSVLogger", "TensorBoardLogger")
 
@@ -54,6 +72,41 @@ def _experiment_dir(trainer_cfg, first) -> Path:
         save_dir = args.get("save_dir") or args.get("dir") or root
         return Path(save_dir) / (args.get("project") or "lightning_logs")
     return Path(args.get("save_dir") or root) / (args.get("name") or "lightning_logs")
+
+
+def follow_root_dir(trainer_cfg) -> None:
+    """Puts a config's relative run folders under ``trainer.default_root_dir``, if set.
+
+    Lightning writes under ``default_root_dir`` only what no logger or checkpoint
+    callback places itself; every config here names a logger folder (``save_dir:
+    runs``), which would make ``--trainer.default_root_dir`` a setting that does
+    nothing. So a relative ``save_dir`` (or W&B's ``dir``) of every logger and a
+    relative ``dirpath`` of a ModelCheckpoint are taken under it, made absolute so that
+    the saved ``config.yaml`` read again names the same folders. Absolute paths and URLs
+    stay as they are.
+
+    Args:
+        trainer_cfg: the ``trainer`` of a parsed subcommand, changed in place.
+    """
+    root = trainer_cfg.get("default_root_dir")
+    if not root:
+        return
+    places = [(logger, ("save_dir", "dir")) for logger in _loggers(trainer_cfg)]
+    places += [
+        (callback, ("dirpath",))
+        for callback in trainer_cfg.get("callbacks") or []
+        if hasattr(callback, "get") and _kind(callback) == "ModelCheckpoint"
+    ]
+    for item, keys in places:
+        args = item.get("init_args")
+        for key in keys if args is not None else ():
+            value = args.get(key)
+            if isinstance(value, str | Path) and _relative(str(value)):
+                args[key] = os.path.abspath(Path(root, value))
+
+
+def _relative(path: str) -> bool:
+    return "://" not in path and not Path(os.path.expanduser(path)).is_absolute()
 
 
 def find_last_checkpoint(experiment_dir: str | Path) -> Path | None:
@@ -358,3 +411,251 @@ class LoggedStepAlignment(Callback):
         loop = trainer.fit_loop.epoch_loop
         if pl_module.automatic_optimization and loop._batches_that_stepped != trainer.global_step:
             loop._batches_that_stepped = trainer.global_step
+
+
+# A resume's settings against the run's recorded ones.
+
+RESUME_FLAG = "resume_with_changed_settings"
+
+MAY_CHANGE_ON_RESUME = (
+    # bookkeeping of the command itself
+    "ckpt_path",
+    "weights_only",
+    RESUME_FLAG,
+    # where the run goes on: hardware, processes, speed switches that compute the same step
+    "trainer.accelerator",
+    "trainer.strategy*",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.plugins*",
+    "trainer.benchmark",
+    "trainer.deterministic",
+    "trainer.detect_anomaly",
+    "trainer.inference_mode",
+    "fast_paths.channels_last",
+    "fast_paths.compile",
+    "fast_paths.fused_optimizer",
+    "fast_paths.grad_checkpointing",
+    "data.init_args.root",
+    "data.init_args.num_workers",
+    "data.init_args.cache_dir",
+    # how long: extending a run is a feature (ScheduleRetarget follows the new length)
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.max_time",
+    "trainer.min_epochs",
+    "trainer.min_steps",
+    # what it logs, validates and saves
+    "trainer.default_root_dir",
+    "trainer.logger*",
+    "trainer.log_every_n_steps",
+    "trainer.enable_*",
+    "trainer.profiler*",
+    "trainer.model_registry",
+    "trainer.limit_val_batches",
+    "trainer.limit_test_batches",
+    "trainer.limit_predict_batches",
+    "trainer.val_check_interval",
+    "trainer.check_val_every_n_epoch",
+    "trainer.num_sanity_val_steps",
+    "data.init_args.val_batch_size",
+    "data.init_args.val_split",
+    "data.init_args.test_split",
+    "data.init_args.predict_source",
+    "model.inference*",
+)
+"""Settings (dotted keys, fnmatch patterns) that a resume may change without
+``--resume_with_changed_settings``; every other one changes what is trained."""
+
+LOGGING_CALLBACKS = frozenset(
+    {
+        "ModelCheckpoint",
+        "LearningRateMonitor",
+        "SegmentationLogger",
+        "ResultFiles",
+        "DeviceStatsMonitor",
+        "ModelSummary",
+        "RichModelSummary",
+        "TQDMProgressBar",
+        "RichProgressBar",
+        "PredictionWriter",
+    }
+)
+"""Callbacks that only log or save: a resume may add, drop or change them."""
+
+_BOOKKEEPING = (
+    "ckpt_path",
+    "weights_only",
+    RESUME_FLAG,
+    "trainer.logger*.version",
+    "trainer.logger*.id",
+    "trainer.logger*.save_dir",
+    "trainer.logger*.dir",
+    "trainer.default_root_dir",
+)
+"""Keys that a resume sets itself (`resolve_last` points the loggers at the run's
+version) or that say where the run folder is (a copied or moved run): a difference in
+them alone writes no new settings file."""
+
+
+@dataclass(frozen=True)
+class ResumeRecord:
+    """What a resume found, for `RunConfigCallback`.
+
+    Attributes:
+        recorded: the settings file the resumed run recorded (None: only the
+            checkpoint's hyperparameters).
+        new_record: the file name for this resume's settings beside ``config.yaml``
+            (``config.resumed-at-step-<N>.yaml``), or None when they are the same.
+    """
+
+    recorded: Path | None
+    new_record: str | None
+
+
+def may_change_on_resume(key: str) -> bool:
+    """Whether a resume may change the setting `key` (dotted) without the opt-in."""
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in MAY_CHANGE_ON_RESUME)
+
+
+def check_resume(parser, cfg) -> ResumeRecord | None:
+    """Refuses a resume whose settings change what the run trains.
+
+    The new settings are compared with the run's recorded ones: the settings file that
+    its checkpoint names (``config.yaml`` or a later ``config.resumed-at-step-<N>.yaml``)
+    or ``<run>/config.yaml``, both read with the same parser, so defaults and moved keys
+    compare alike; with neither, the model settings in the checkpoint's hyperparameters.
+
+    Args:
+        parser: the ``fit`` parser (reads the recorded file).
+        cfg: the parsed ``fit`` config, its ``ckpt_path`` a file (`resolve_last` run).
+
+    Returns:
+        What `RunConfigCallback` records, or None when this fit resumes nothing.
+
+    Raises:
+        ConfigError: a setting outside `MAY_CHANGE_ON_RESUME` differs and
+            ``--resume_with_changed_settings`` is not set: one line listing the first
+            keys, their values and how many differ.
+    """
+    ckpt_path = cfg.get("ckpt_path")
+    if not is_file_path(ckpt_path) or not Path(ckpt_path).is_file():
+        return None
+    state = read_checkpoint(ckpt_path)
+    recorded_path = recorded_settings_file(ckpt_path, state)
+    asked = _settings(parser, cfg)
+    recorded = _recorded_settings(parser, cfg, recorded_path, state)
+    differing = {
+        key: (recorded.get(key), asked.get(key))
+        for key in sorted(set(recorded) | set(asked))
+        if not _same(key, recorded.get(key), asked.get(key))
+    }
+    trained = {k: v for k, v in differing.items() if not may_change_on_resume(k)}
+    step = int(state.get("global_step", 0))
+    new_record = f"config.resumed-at-step-{step}.yaml"
+    where = recorded_path or f"the hyperparameters of {ckpt_path}"
+    if trained and not cfg.get(RESUME_FLAG):
+        shown = "; ".join(f"{k}: {_short(old)} -> {_short(new)}" for k, (old, new) in
+                          list(trained.items())[:3])  # fmt: skip
+        more = f" (and {len(trained) - 3} more)" if len(trained) > 3 else ""
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path}: {len(trained)} setting(s) that change what is trained "
+            f"differ from the run's ({where}): {shown}{more}; resume with the run's "
+            f"settings, or add --{RESUME_FLAG} true to go on with these (kept in "
+            f"{new_record} beside its config.yaml)"
+        )
+    if trained:
+        rank_zero_info(
+            f"aspp-seg: resuming at step {step} with {len(trained)} changed setting(s) "
+            f"({', '.join(trained)}); recorded in {new_record}, {where} kept"
+        )
+    noted = [k for k in differing if not any(fnmatch.fnmatchcase(k, p) for p in _BOOKKEEPING)]
+    return ResumeRecord(recorded_path, new_record if noted else None)
+
+
+def recorded_settings_file(ckpt_path: str | Path, state: dict) -> Path | None:
+    """The settings file of the run that wrote a checkpoint: the one the checkpoint names
+    (``config.yaml``, or ``config.resumed-at-step-<N>.yaml`` after a changed resume),
+    looked up beside the checkpoint's run folder first (a run folder copied or moved
+    keeps its old path in there), then where it was written; else ``<run>/config.yaml``."""
+    run = run_folder(ckpt_path)
+    named = (state.get(CHECKPOINT_KEY) or {}).get("config")
+    candidates = [run / Path(named).name, Path(named)] if named else []
+    candidates.append(run / "config.yaml")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _settings(parser, cfg) -> dict:
+    """`cfg` as flat ``{dotted key: plain value}`` (as the saved config would hold it)."""
+    import yaml
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dumped = yaml.safe_load(parser.dump(cfg, skip_unset=False, skip_validation=True)) or {}
+    return _flatten(_without_logging_callbacks(dumped))
+
+
+def _recorded_settings(parser, cfg, recorded_path: Path | None, state: dict) -> dict:
+    """The run's settings: its recorded file parsed by `parser` (the file as it is,
+    when it no longer parses), else `cfg` with the checkpoint's model hyperparameters."""
+    import yaml
+
+    if recorded_path is not None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return _settings(parser, parser.parse_path(recorded_path))
+        except Exception:  # a class that moved, an old key: compare the file as written
+            raw = yaml.safe_load(recorded_path.read_text()) or {}
+            return _flatten(_without_logging_callbacks(raw))
+    hparams = dict(state.get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    hparams.pop("_class_path", None)
+    known = {k: v for k, v in hparams.items() if k in (cfg.get("model") or {})}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _settings(parser, parser.parse_object({"model": known}, cfg))
+    except Exception:  # hyperparameters of another version: nothing to compare
+        return _settings(parser, cfg)
+
+
+def _without_logging_callbacks(config: dict) -> dict:
+    trainer = config.get("trainer")
+    if isinstance(trainer, dict) and isinstance(trainer.get("callbacks"), list):
+        trainer["callbacks"] = [
+            c
+            for c in trainer["callbacks"]
+            if not (isinstance(c, dict) and _kind(c) in LOGGING_CALLBACKS)
+        ] or None
+    return config
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    """Nested dicts as ``{dotted key: value}``; lists of settings whole, except lists of
+    dicts (loggers, callbacks, losses), whose items are numbered."""
+    if isinstance(value, dict):
+        if not value:
+            return {prefix: None} if prefix else {}
+        flat = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        flat = {}
+        for i, item in enumerate(value):
+            flat.update(_flatten(item, f"{prefix}.{i}"))
+        return flat
+    return {prefix: value}
+
+
+def _same(key: str, recorded, asked) -> bool:
+    if recorded == asked or (recorded in (None, [], {}) and asked in (None, [], {})):
+        return True
+    # a loss's `weight: <method>`: the run recorded the weights it computed (ClassWeights)
+    return key.endswith("weight") and isinstance(asked, str) and isinstance(recorded, list)
+
+
+def _short(value) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."

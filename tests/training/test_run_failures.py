@@ -298,6 +298,7 @@ def test_a_failing_resume_and_a_failing_predict_leave_the_run_folder_as_it_was(
     run = _copy_run(trained, tmp_path)
     before = _files(run)
     diverge = ["--model.loss", f"{__name__}.NanAfter", "--model.loss.init_args.finite_steps", "0"]
+    diverge += ["--resume_with_changed_settings", "true"]  # another loss than the run's
     _, line = _run(capfd, "fit", *_tiny(tiny_cityscapes, tmp_path, *diverge,
                    "--trainer.max_epochs", "3"), "--ckpt_path", "last", code=1)  # fmt: skip
     assert "training diverged: the loss is nan at step 5 (epoch 1)" in line
