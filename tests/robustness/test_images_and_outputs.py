@@ -307,6 +307,8 @@ TWO_STEMS = Case(
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_case(case, ws, run_cli):
     check(case, ws, run_cli)
+    if case.status != 0:  # nor an empty folder: a refused predict leaves no --predict_dir
+        assert not (ws.work / "out").exists()
 
 
 def test_check_data_names_a_truncated_jpeg(ws, run_cli):

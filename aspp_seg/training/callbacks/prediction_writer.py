@@ -26,6 +26,7 @@ overwritten by name; each file is written complete or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -84,9 +85,12 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 def _why_unwritable(folder: Path, subfolders: Sequence[str]) -> str | None:
-    """Why PNGs cannot be written in `folder` (created if missing) and its `subfolders`,
-    or None when they can."""
-    blocking = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    """Why PNGs cannot be written in `folder` and its `subfolders`, or None when they can.
+
+    Folders made to find out are removed again: a run that fails before its first
+    prediction leaves no empty output folder behind."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    blocking = folder.parents[len(missing) - 1] if missing else folder
     if not blocking.is_dir():
         return f"{blocking} is a file, not a folder"
     for sub in subfolders:
@@ -98,6 +102,10 @@ def _why_unwritable(folder: Path, subfolders: Sequence[str]) -> str | None:
             pass
     except OSError as error:
         return error.strerror or str(error)
+    finally:
+        for made in missing:  # innermost first
+            with contextlib.suppress(OSError):
+                made.rmdir()
     return None
 
 
