@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from aspp_seg.evaluation.metrics import scores
+
 BOUNDARY_RATIO = 0.02
 """Cheng et al.'s band: 2% of the image diagonal."""
 
@@ -218,6 +220,66 @@ def boundary_iou(counts: torch.Tensor | np.ndarray) -> dict:
         iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
     miou = float(np.nanmean(iou)) if not np.isnan(iou).all() else float("nan")
     return {"iou": iou, "miou": miou}
+
+
+def summarize(
+    boundary: torch.Tensor | np.ndarray,
+    trimap: torch.Tensor | np.ndarray,
+    widths: Sequence[int],
+    d: str,
+) -> dict:
+    """An evaluation's boundary entries from its summed counts (validate, test and
+    ``aspp-seg evaluate`` alike; `aspp_seg.evaluation.reports.save_boundary_results`
+    writes them).
+
+    Args:
+        boundary: C x 2 `boundary_counts` summed over the images.
+        trimap: W x C x C (or W x C x (C + 1), void predictions last) `trimap_confusion`
+            summed over the images, one matrix per width.
+        widths: the W trimap widths.
+        d: Boundary IoU's band in words (`BoundaryScores.describe_distance`).
+
+    Returns:
+        ``{"boundary": {"counts": C x 2, "iou": float64[C], "miou": float, "d": d},
+        "trimap": {"widths": [W ints], "confusion": W x C x C, "iou": float64 W x C,
+        "miou": [W floats]}}``.
+    """
+    boundary = boundary.cpu() if hasattr(boundary, "cpu") else np.asarray(boundary)
+    trimap = trimap.cpu() if hasattr(trimap, "cpu") else np.asarray(trimap)
+    per_width = [scores(matrix) for matrix in trimap]
+    return {
+        "boundary": {"counts": boundary, **boundary_iou(boundary), "d": d},
+        "trimap": {"widths": [int(w) for w in widths], "confusion": trimap,
+                   "iou": np.stack([s["iou"] for s in per_width]),
+                   "miou": [s["miou"] for s in per_width]},
+    }  # fmt: skip
+
+
+def label_file_counts(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    num_classes: int,
+    *,
+    trimap_widths: Sequence[int] = TRIMAP_WIDTHS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pair of label files' counts, for ``aspp-seg evaluate``.
+
+    Args:
+        pred: H x W classes after the prediction encoding (>= C: void, in no class).
+        truth: H x W classes after the truth encoding (>= C: ignored).
+        num_classes: C.
+        trimap_widths: the trimap bands.
+
+    Returns:
+        C x 2 Boundary IoU counts (d = 2% of this image's diagonal) and
+        W x C x (C + 1) trimap confusion (the last column: void predictions).
+    """
+    c = num_classes
+    truth_t = torch.from_numpy(np.where(truth < c, truth, 255).astype(np.uint8))
+    pred_t = torch.from_numpy(np.minimum(pred, c).astype(np.uint8))
+    boundary = boundary_counts(pred_t, truth_t, c)
+    trimap = [trimap_confusion(pred_t, truth_t, c, w, void_column=True) for w in trimap_widths]
+    return boundary.numpy(), torch.stack(trimap).numpy()
 
 
 class BoundaryScores(Metric):

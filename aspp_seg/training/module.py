@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -14,7 +13,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 
 from aspp_seg.errors import ConfigError
-from aspp_seg.evaluation.boundary import BoundaryScores, boundary_iou
+from aspp_seg.evaluation.boundary import BoundaryScores, summarize
 from aspp_seg.evaluation.confusion import confusion_matrix_metric
 from aspp_seg.evaluation.inference import Inference
 from aspp_seg.evaluation.metrics import scores
@@ -296,24 +295,12 @@ class SegmentationModule(LightningModule):
 
 
 def boundary_result(metric: BoundaryScores) -> dict:
-    """The boundary entries of an evaluation's result, from the summed counts.
-
-    Returns:
-        ``{"boundary": {"counts": C x 2 int64 tensor, "iou": float64[C], "miou": float,
-        "d": str (the band, in words)}, "trimap": {"widths": W ints, "confusion":
-        W x C x C int64 tensor, "iou": float64 W x C, "miou": W floats}}``.
-    """
+    """The boundary entries of an evaluation's result (`aspp_seg.evaluation.boundary.summarize`)
+    from the metric's summed counts."""
     counts = metric.compute()
-    bounds = counts["boundary"].cpu()
-    d = metric.describe_distance()
-    trimap = counts["trimap"].cpu()
-    per_width = [scores(matrix) for matrix in trimap]
-    return {
-        "boundary": {"counts": bounds, **boundary_iou(bounds), "d": d},
-        "trimap": {"widths": list(metric.trimap_widths), "confusion": trimap,
-                   "iou": np.stack([s["iou"] for s in per_width]),
-                   "miou": [s["miou"] for s in per_width]},
-    }  # fmt: skip
+    return summarize(
+        counts["boundary"], counts["trimap"], metric.trimap_widths, metric.describe_distance()
+    )
 
 
 def _classes_of(net: nn.Module, class_names: Sequence[str] | None) -> int:

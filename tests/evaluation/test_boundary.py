@@ -17,6 +17,8 @@ from aspp_seg.evaluation.boundary import (
     boundary_distance,
     boundary_iou,
     label_band,
+    label_file_counts,
+    summarize,
     trimap_confusion,
 )
 from aspp_seg.evaluation.metrics import scores
@@ -261,3 +263,23 @@ def test_a_test_pass_logs_writes_and_records_the_boundary_metrics(
     saved = np.load(folder / "test_trimap_confusion.npy")
     assert (saved == result["trimap"]["confusion"].numpy()).all()
     assert np.load(folder / "test_boundary_counts.npy").shape == (19, 2)
+
+
+def test_label_files_count_as_the_metric_with_void_predictions_apart():
+    """``aspp-seg evaluate``'s counts: truth values >= C are ignored, predictions >= C
+    are void (in no class's P; the trimap's last column)."""
+    truth, pred = _square(), _square(left=11)
+    truth[0, :] = 11  # CamVid's void: ignored
+    pred[39, :5] = 11  # a void prediction
+    boundary, trimap = label_file_counts(pred.numpy().astype(np.uint8),
+                                         truth.numpy().astype(np.uint8), 2)  # fmt: skip
+    masked = torch.where(truth < 2, truth, 255)
+    assert (boundary == boundary_counts(pred, masked, 2).numpy()).all()  # d = 1 at 40 x 40
+    # the void predictions (row 39) lie 10 px from the square's lower edge (row 29): in
+    # the 16 px band only
+    assert trimap.shape == (4, 2, 3) and trimap[:, :, 2].sum(1).tolist() == [0, 0, 0, 5]
+    wide = trimap_confusion(pred, masked, 2, 16, void_column=True).numpy()
+    assert (trimap[3] == wide).all()
+    summary = summarize(boundary, trimap, (2, 4, 8, 16), "1 px")
+    assert summary["boundary"]["iou"] == pytest.approx(boundary_iou(boundary)["iou"])
+    assert summary["trimap"]["iou"][3] == pytest.approx(scores(wide)["iou"])
