@@ -37,7 +37,7 @@ For the trimap, an ignored region's edge is a truth boundary like any other.
 Every function gives per-image counts (so a bootstrap over images can resample them)
 that sum to the split's counts; `BoundaryScores` is the torchmetrics metric that
 validation and test accumulate. All classes at once: a band is drawn on the label map
-itself (the window's max and min label differ), with two separable max-pools, not once
+itself (the window's max and min label differ), with two separable window maxima, not once
 per class.
 """
 
@@ -92,8 +92,8 @@ _NEUTRAL = torch.iinfo(torch.int16).min  # below every label and every negated l
 
 def _window_max(x: torch.Tensor, radius: int) -> torch.Tensor:
     """The max over each pixel's (2r + 1) x (2r + 1) window of B x H x W int16 `x`,
-    the outside taking no part: separable, each axis by doubling (van Herk's idea): the
-    max over 1, 2, 4, ... neighbours, then two overlapping spans cover 2r + 1. About
+    the outside taking no part: separable, each axis by doubling (as a sparse table
+    does): the max over 1, 2, 4, ... neighbours, then two overlapping spans cover 2r + 1. About
     log2(2r + 1) elementwise maxima per axis, not 2r + 1 reads of each pixel:
     `F.max_pool2d` with a 25-wide window took 30x longer on one CPU thread."""
     k = 2 * radius + 1
