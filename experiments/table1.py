@@ -76,6 +76,10 @@ TINY_NET = {"backbone": "resnet10t", "pretrained": "false", "channels": "16"}
 FINISHED = "finished.json"  # in <run>/fit: the training reached its budget
 PER_IMAGE = "val_confusion_per_image.npy"  # in <run>/eval: N x C x C counts
 IMAGES = "val_images.txt"  # in <run>/eval: the N val images, in that order
+# in <run>/eval, the same N images (`aspp_seg.evaluation.boundary`): N x C x 2 Boundary IoU
+# (intersection, union), N x W x C x C confusion within w px of a truth boundary (W: TRIMAP_WIDTHS)
+BOUNDARY_PER_IMAGE = "val_boundary_per_image.npy"
+TRIMAP_PER_IMAGE = "val_trimap_per_image.npy"
 EVALUATED = "evaluated.json"  # in <run>/eval: the step of the weights the files score
 LOCK = ".table1.lock"  # in --out: held by the command working there (`holding`)
 
@@ -473,14 +477,16 @@ def evaluate(
     """IoU of `checkpoint` on the train and val splits (evaluation transform: no
     augmentation), cached in ``runs/<name>/eval/<split>_iou.csv``, with the val split's
     per-image confusion counts (``val_confusion_per_image.npy``, N x C x C int64, rows
-    truth; the image names in ``val_images.txt``) for the paired bootstrap."""
+    truth; the image names in ``val_images.txt``) for the paired bootstrap, and beside
+    them the boundary metrics: per image (`BOUNDARY_PER_IMAGE`, `TRIMAP_PER_IMAGE`) and
+    per split (``<split>_boundary_iou.csv``, ``<split>_trimap_iou.csv``)."""
     folder = out / "runs" / name / "eval"
     if evaluated(out, name, checkpoint):
         _mark_evaluated(out, name, checkpoint)
         return _read_scores(folder)
 
     from aspp_seg.cli.lightning_cli import lightning_cli
-    from aspp_seg.evaluation.reports import write_iou_table
+    from aspp_seg.evaluation.reports import save_boundary_results, write_iou_table
     from experiments.per_image import PerImageCounts
 
     print(f"[table1] evaluating {name} on {', '.join(SPLITS)}: {checkpoint}", flush=True)
@@ -505,7 +511,14 @@ def evaluate(
             np.save(array, counts.counts())
             write_file(folder / PER_IMAGE, array.getvalue())
             write_file(folder / IMAGES, "".join(f"{n}\n" for n in counts.names))
+            for path, per_image in ((BOUNDARY_PER_IMAGE, counts.boundary()),
+                                    (TRIMAP_PER_IMAGE, counts.trimap())):  # fmt: skip
+                array = io.BytesIO()
+                np.save(array, per_image)
+                write_file(folder / path, array.getvalue())
         write_iou_table(folder, f"{split}_iou", cli.model.last_result, cli.model.class_names)
+        # <split>_boundary_iou.md/.csv, <split>_trimap_iou.md/.csv and their counts
+        save_boundary_results(folder, split, cli.model.last_result, cli.model.class_names)
         results[split] = read_iou_csv(folder / f"{split}_iou.csv")
     _mark_evaluated(out, name, checkpoint)
     return results
