@@ -43,7 +43,7 @@ from aspp_seg.training.callbacks import (
     ScheduleRetarget,
     SegmentationLogger,
 )
-from aspp_seg.training.checkpoint_io import use_safe_checkpoint_io
+from aspp_seg.training.checkpoint_io import check_run_folders, use_safe_checkpoint_io
 from aspp_seg.training.determinism import check_deterministic
 from aspp_seg.training.module import SegmentationModule
 from aspp_seg.training.resume import (
@@ -202,6 +202,7 @@ class AsppSegCLI(LightningCLI):
         config = self.config[self.subcommand]
         fit = self.subcommand == "fit"
         follow_root_dir(config["trainer"])  # relative logger folders under default_root_dir
+        check_run_folders(config["trainer"], fit=fit)  # a read-only log folder: one line
         if fit:  # a fit that would train nothing, optimizer values torch refuses
             check_fit_settings(config)
         # `--ckpt_path last | best`: the experiment's checkpoint, not the new folder's

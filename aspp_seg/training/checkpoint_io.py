@@ -15,6 +15,7 @@ every trainer it builds (`use_safe_checkpoint_io`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 from collections.abc import Callable
@@ -116,3 +117,45 @@ def use_safe_checkpoint_io(trainer: Trainer) -> None:
         current.checkpoint_io = SafeCheckpointIO()  # kept only when no base was given
     elif current is None or type(current) is TorchCheckpointIO:
         strategy.checkpoint_io = SafeCheckpointIO()
+
+
+def check_run_folders(trainer_cfg, *, fit: bool) -> None:
+    """Refuses a run whose log or checkpoint folder cannot be written (a read-only file
+    system, no permission) before the net and data are built, in one line naming the
+    folder and the setting; what fails later (a full disk) is one line too
+    (`aspp_seg.cli.main`).
+
+    Args:
+        trainer_cfg: the ``trainer`` of a parsed subcommand.
+        fit: whether the run trains (and so writes checkpoints under ``default_root_dir``
+            when no logger or ``dirpath`` places them).
+    """
+    loggers = trainer_cfg.get("logger")
+    loggers = loggers if isinstance(loggers, list | tuple) else [loggers]
+    places = [
+        (args.get(key), f"trainer.logger {key}")
+        for logger in loggers
+        if hasattr(logger, "get") and hasattr(args := logger.get("init_args"), "get")
+        for key in ("save_dir", "dir")
+    ]
+    if fit:
+        places += [
+            (args.get("dirpath"), "ModelCheckpoint dirpath")
+            for callback in trainer_cfg.get("callbacks") or []
+            if hasattr(callback, "get") and hasattr(args := callback.get("init_args"), "get")
+        ]
+        if not any(folder for folder, _ in places):
+            places.append((trainer_cfg.get("default_root_dir") or ".", "trainer.default_root_dir"))
+    for folder, setting in places:
+        if isinstance(folder, str | Path) and _is_local(folder):
+            _check_writable(Path(folder).absolute(), setting)
+
+
+def _check_writable(folder: Path, setting: str) -> None:
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir() or os.access(existing, os.W_OK | os.X_OK):
+        return
+    read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
+    reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
+    where = folder if existing == folder else f"{folder} (in {existing})"
+    raise FileSystemError(f"cannot write {setting} {where}: {reason}")

@@ -256,7 +256,30 @@ def _read_only_under(folder: Path, monkeypatch) -> None:
     monkeypatch.setattr(os, "mkdir", mkdir)
 
 
+def _not_writable(folder: Path, monkeypatch) -> None:
+    """`folder` answers os.access as a folder we may not write does (chmod would not stop
+    root, which tests may run as)."""
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and Path(os.path.abspath(path)) == folder:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
 FAULTS = [
+    (
+        Case(
+            "a log folder we may not write: refused before the net is built",
+            ("fit", "--config", "{config}"),
+            1,
+            r"^aspp-seg: error: cannot write trainer.logger save_dir \S*/runs: "
+            r"Permission denied$",
+        ),
+        lambda ws, monkeypatch: _not_writable(ws.work / "runs", monkeypatch),
+    ),
     (
         Case(
             "full disk in a resumed fit: the run's checkpoints stay as they were",
