@@ -222,6 +222,17 @@ def boundary_iou(counts: torch.Tensor | np.ndarray) -> dict:
     return {"iou": iou, "miou": miou}
 
 
+def describe_distance(sizes: set[tuple[int, int]], distance: int | None = None) -> str:
+    """Boundary IoU's d in words for images of these H x W `sizes`, e.g. ``12 px (2% of
+    the 360 x 480 diagonal)``; `distance`: a fixed d in px."""
+    if distance is not None:
+        return f"{distance} px"
+    if len(sizes) == 1:
+        ((h, w),) = sizes
+        return f"{boundary_distance(h, w)} px (2% of the {h} x {w} diagonal)"
+    return "2% of each image's diagonal"
+
+
 def summarize(
     boundary: torch.Tensor | np.ndarray,
     trimap: torch.Tensor | np.ndarray,
@@ -366,10 +377,5 @@ class BoundaryScores(Metric):
         self.sizes = set()
 
     def describe_distance(self) -> str:
-        """Boundary IoU's d in words, e.g. ``12 px (2% of the 360 x 480 diagonal)``."""
-        if self.distance is not None:
-            return f"{self.distance} px"
-        if len(self.sizes) == 1:
-            ((h, w),) = self.sizes
-            return f"{boundary_distance(h, w)} px (2% of the {h} x {w} diagonal)"
-        return "2% of each image's diagonal"
+        """Boundary IoU's d in words (`describe_distance`)."""
+        return describe_distance(self.sizes, self.distance)

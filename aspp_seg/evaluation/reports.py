@@ -124,6 +124,13 @@ def trimap_csv(trimap: dict, class_names: Sequence[str]) -> str:
     return buf.getvalue()
 
 
+def boundary_files(folder: str | Path, stage: str) -> list[Path]:
+    """The files `save_boundary_results` writes into `folder`."""
+    ends = ("_boundary_iou.md", "_boundary_iou.csv", "_boundary_counts.npy",
+            "_trimap_iou.md", "_trimap_iou.csv", "_trimap_confusion.npy")  # fmt: skip
+    return [Path(folder) / f"{stage}{end}" for end in ends]
+
+
 def save_boundary_results(
     folder: str | Path, stage: str, result: dict, class_names: Sequence[str]
 ) -> list[Path]:
@@ -132,22 +139,21 @@ def save_boundary_results(
     of the IoU tables), ``{stage}_boundary_counts.npy`` (C x 2: intersection, union),
     ``{stage}_trimap_iou.md`` / ``.csv`` (per band width) and
     ``{stage}_trimap_confusion.npy`` (W x C x C), each complete or not at all
-    (`replacing`). Returns the paths.
+    (`replacing`). Returns the paths (`boundary_files`).
     """
-    folder = Path(folder)
+    b_npy, t_md, t_csv, t_npy = boundary_files(folder, stage)[2:]
     paths = []
     if "boundary" in result:
         boundary = result["boundary"]
         paths += write_iou_table(folder, f"{stage}_boundary_iou", boundary, class_names)
-        paths.append(_save_npy(folder / f"{stage}_boundary_counts.npy", boundary["counts"]))
+        paths.append(_save_npy(b_npy, boundary["counts"]))
     if "trimap" in result:
         trimap = result["trimap"]
-        md, cs = folder / f"{stage}_trimap_iou.md", folder / f"{stage}_trimap_iou.csv"
-        for path, text in ((md, trimap_table(trimap, class_names)),
-                           (cs, trimap_csv(trimap, class_names))):  # fmt: skip
+        for path, text in ((t_md, trimap_table(trimap, class_names)),
+                           (t_csv, trimap_csv(trimap, class_names))):  # fmt: skip
             with replacing(path) as staged:
                 staged.write_text(text)
-        paths += [md, cs, _save_npy(folder / f"{stage}_trimap_confusion.npy", trimap["confusion"])]
+        paths += [t_md, t_csv, _save_npy(t_npy, trimap["confusion"])]
     return paths
 
 
