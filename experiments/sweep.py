@@ -9,6 +9,15 @@ returns one `Outcome` per job. submitit runs the processes, writes their logs an
 requeues a SLURM job cut by preemption or its time limit (`Job.checkpoint`); nothing
 here schedules by hand beyond keeping ``jobs`` local processes busy.
 
+A stopped job is interrupted, never finished nor failed for good (docs/scaling.md,
+"Signals"): on submitit's preemption signal (SIGUSR2 before a SLURM time limit or at
+preemption) `Job.checkpoint` stops the training child at its next step, which writes
+``last.ckpt`` for it, and submitit requeues the job, which resumes from there. On SIGTERM
+the job passes it on to the child and waits for it; a child that a signal stopped
+(exit 143, 138, 130) makes the job's `Outcome` interrupted, and the next sweep resumes the
+run. The children are started by `run_child`, which keeps submitit's signal from them (it
+would kill them where SLURM signals every process of the job).
+
 State lives in the run folders only. While a job runs, ``<run>/job.json`` names its
 host and process and a heartbeat, so that a second sweep on the same folder leaves the
 run alone (`running`); a job that fails writes its one-line reason to
@@ -19,10 +28,12 @@ reached its budget, then the evaluation files).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -33,24 +44,28 @@ from pathlib import Path
 
 import submitit
 
-from aspp_seg.errors import ConfigError, Interrupted, UserError
+from aspp_seg.errors import ConfigError, Interrupted, Terminated, UserError
 
 LOCK = "job.json"
 FAILED = "failed.txt"
 BEAT_S = 30  # heartbeat of job.json; another host counts a run as running for 3 beats
 NO_TIME_LIMIT_MIN = 60 * 24 * 365  # submitit's local default is 2 minutes
+STOP_S = 60.0  # how long `Job.checkpoint` waits for a child to write last.ckpt (SLURM
+# sends submitit's signal 90 s before the end; a training step takes seconds at most)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one job ended: `reason` is None when its work finished."""
+    """How one job ended: `reason` is None when its work finished; `interrupted`: a signal
+    stopped it (the next sweep resumes the run; nothing failed)."""
 
     label: str
     reason: str | None = None
+    interrupted: bool = False
 
 
 @dataclass(frozen=True)
-class Job:
+class Job(submitit.helpers.Checkpointable):
     """One run, as submitit runs it: ``work()`` in the run's folder, under its lock.
 
     Attributes:
@@ -79,8 +94,9 @@ class Job:
         holder = running(self.folder)
         if holder is not None:
             return Outcome(self.label, f"already running: {holder}")
-        # SIGTERM (a cancelled job, a controller stopping its tasks) becomes an exception,
-        # so that the training child is stopped with the job instead of living on
+        # SIGTERM (preemption, a cancelled job, a controller stopping its tasks) goes on to
+        # the training child, which stops at its next step with last.ckpt; without a
+        # child it is an exception at once
         previous = signal.signal(signal.SIGTERM, _terminate)
         failed = self.folder / FAILED
         try:
@@ -88,6 +104,8 @@ class Job:
                 if self.threads and "torch" in sys.modules:  # else torch reads the variables
                     sys.modules["torch"].set_num_threads(self.threads)
                 self.work()
+        except Interrupted as error:  # a signal: resumed later, not failed
+            return Outcome(self.label, " ".join(str(error).split()), interrupted=True)
         except UserError as error:
             return Outcome(self.label, _record(failed, str(error)))
         except Exception as error:  # a bug, not a setting: its traceback goes to the log
@@ -98,14 +116,84 @@ class Job:
         failed.unlink(missing_ok=True)
         return Outcome(self.label)
 
-    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
-        """submitit's requeue hook (preemption, time limit): the same job again, which
-        resumes from the run's last checkpoint."""
-        return submitit.helpers.DelayedSubmission(self)
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        """submitit's requeue hook (its preemption / time-limit signal): stops the training
+        child at its next step (it writes last.ckpt for that step), then the same job
+        again, which resumes from there."""
+        stop_children(STOP_S)
+        return super().checkpoint(*args, **kwargs)
+
+
+# ------------------------------------------------------------- the training child
+
+_CHILDREN: set[subprocess.Popen] = set()  # started by run_child, not yet ended
+
+
+def run_child(command: Sequence[str], **popen_kwargs) -> int:
+    """Runs `command` (a training child) to its end and returns its exit status.
+
+    submitit's preemption signal is blocked in the child: where SLURM sends it to every
+    process of the job, it would kill the child before `Job.checkpoint` stops it at a
+    step. SIGTERM to the job reaches the child through `_terminate`; an exception in the
+    job (Ctrl-C) kills it, so that it never outlives the job.
+    """
+    blocked = {submitit.JobEnvironment._usr_sig()}
+    process = None
+    try:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)  # inherited through exec
+        try:
+            process = subprocess.Popen(command, **popen_kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _CHILDREN.add(process)
+        return process.wait()
+    except BaseException:
+        if process is not None:
+            process.kill()
+            process.wait()
+        raise
+    finally:
+        _CHILDREN.discard(process)
+
+
+def stop_children(timeout_s: float) -> None:
+    """Sends SIGTERM to the running children and waits up to `timeout_s` for them to end
+    (they stop at their next step with last.ckpt). Safe in a signal handler: it waits
+    without reaping, so `run_child` still reads each exit status."""
+    children = list(_CHILDREN)
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_running(child.pid) for child in children):
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:  # WNOWAIT: an ended child stays waitable for Popen.wait
+        ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # already reaped
+        return False
+    return ended is None
 
 
 def _terminate(signum, frame) -> None:
-    raise SystemExit(128 + signum)
+    if _CHILDREN:  # the child stops at its next step, writes last.ckpt and exits 143
+        for child in list(_CHILDREN):
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+        return
+    raise Terminated(f"the job was stopped by {signal.Signals(signum).name}", signum)
+
+
+def stopped_by(code: int) -> signal.Signals | None:
+    """The signal that stopped a child with exit status `code` (``aspp-seg``'s 143, 138,
+    130, or a negative status of a process the signal killed) when it is one that
+    interrupts a run (SIGTERM, SIGUSR1, SIGINT), else None."""
+    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        if code in (128 + signum, -signum):
+            return signum
+    return None
 
 
 def _record(path: Path, reason: str) -> str:
@@ -345,6 +433,8 @@ def _ended(job: Job, outcome: Outcome, started: float, log: Callable[[str], None
     took = f"{(time.time() - started) / 60:.1f} min"
     if outcome.reason is None:
         log(f"{job.label}: finished ({took})")
+    elif outcome.interrupted:
+        log(f"{job.label}: interrupted ({took}): {outcome.reason}; the same command resumes it")
     else:
         log(f"{job.label}: FAILED ({took}): {outcome.reason}")
 

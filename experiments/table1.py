@@ -62,7 +62,7 @@ import numpy as np
 import yaml
 from jsonargparse import ArgumentParser
 
-from aspp_seg.errors import ConfigError, RunFailed, UserError
+from aspp_seg.errors import ConfigError, Interrupted, RunFailed, Terminated, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -354,7 +354,11 @@ def train(
 
     Raises:
         RunFailed: the child exited with an error; the message is one line.
+        Terminated: a signal stopped the child (preemption, a cancelled job, Ctrl-C): the
+            run resumes from its last.ckpt, it has not failed.
     """
+    from experiments import sweep
+
     run = out / "runs" / name / "fit"
     run.mkdir(parents=True, exist_ok=True)
     command = fit_command(name, config, overrides, out, wandb_group)
@@ -366,7 +370,7 @@ def train(
     start = time.perf_counter()
     try:
         stderr = subprocess.STDOUT if log else None
-        code = subprocess.run(command, stdout=log, stderr=stderr).returncode
+        code = sweep.run_child(command, stdout=log, stderr=stderr)
     finally:
         if log:
             log.close()
@@ -380,6 +384,9 @@ def train(
         where = f"; its output: {log_path}" if quiet else ""
         status = f"exit status {code}" if code >= 0 else f"killed by signal {-code}"
         reason = f": {error}" if error else ""
+        stopped = sweep.stopped_by(code)
+        if stopped is not None:
+            raise Terminated(f"training {name} stopped ({stopped.name}){reason}{where}", stopped)
         raise RunFailed(f"training {name} failed ({status}){reason}{where}")
     return last_checkpoint(out, name)
 
@@ -974,7 +981,7 @@ def _sweep(args, out: Path, specs: Sequence[RunSpec], reference: str, engine):
         if args.dry_run:
             _print_dry_run(todo, engine)
             return None
-        _submit(todo, engine, log)
+        interrupted = _submit(todo, engine, log)
     elif args.dry_run:
         print("[table1] --collect: nothing would be submitted")
         return None
@@ -988,6 +995,10 @@ def _sweep(args, out: Path, specs: Sequence[RunSpec], reference: str, engine):
     if failed:
         raise RunFailed(f"{len(failed)} of {len(results)} runs failed (the tables say so): "
                         + "; ".join(failed))  # fmt: skip
+    if not args.collect and interrupted:  # preempted or stopped: not a finished sweep
+        raise Interrupted(f"{len(interrupted)} of {len(results)} runs were interrupted "
+                          f"({', '.join(interrupted)}); the same command resumes them from "
+                          "their last.ckpt")  # fmt: skip
     return t1, t2
 
 
@@ -1004,11 +1015,12 @@ def _print_dry_run(todo: Sequence[RunPlan], engine) -> None:
         print(sweep.sbatch_text(engine, len(todo)))
 
 
-def _submit(todo: Sequence[RunPlan], engine, log) -> None:
+def _submit(todo: Sequence[RunPlan], engine, log) -> list[str]:
+    """Runs the jobs of `todo`; returns the labels of those a signal interrupted."""
     from experiments import sweep
 
     if not todo:
-        return
+        return []
     prepare_data(todo)
     # the jobs unpickle experiments.* wherever they start (cwd may be elsewhere)
     path = os.environ.get("PYTHONPATH")
@@ -1016,9 +1028,13 @@ def _submit(todo: Sequence[RunPlan], engine, log) -> None:
     jobs = [sweep.Job(p.label, p.folder, functools.partial(run_one, p), engine.threads)
             for p in todo]  # fmt: skip
     outcomes = sweep.run_jobs(jobs, engine, log)
-    failed = [o for o in outcomes if o.reason is not None]
-    log(f"{len(outcomes) - len(failed)} of {len(outcomes)} jobs finished"
-        + (f"; failed: {', '.join(o.label for o in failed)}" if failed else ""))  # fmt: skip
+    failed = [o.label for o in outcomes if o.reason is not None and not o.interrupted]
+    stopped = [o.label for o in outcomes if o.interrupted]
+    done = len(outcomes) - len(failed) - len(stopped)
+    log(f"{done} of {len(outcomes)} jobs finished"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+        + (f"; interrupted: {', '.join(stopped)}" if stopped else ""))  # fmt: skip
+    return stopped
 
 
 def main(argv: Sequence[str] | None = None) -> None:

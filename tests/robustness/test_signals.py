@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import submitit
 import torch
 from harness import Case, check, last_line
 from lightning.pytorch import Callback, Trainer
@@ -192,18 +193,20 @@ TOTAL = 8
 """Steps of the run (2 epochs); the signal comes after 2 (SIGTERM) or 4 (kill -9: the
 first epoch's last.ckpt), and the same command with --ckpt_path last trains the rest."""
 
-# (signal, when to send it, exit status, last line; \1: the step reached)
+# (signal, when to send it, exit status, last line (\1: the step reached), resume: whether
+# the same command with --ckpt_path last runs after it; tests/training/test_resume.py
+# resumes a killed run and compares it with a whole one step for step)
 OUTSIDE = [
     (signal.SIGTERM, _stepped, 143,
      r"^aspp-seg: error: terminated at step (\d+) \(SIGTERM\); \S+last\.ckpt holds step \1; "
-     r"run the same command with --ckpt_path last$"),
-    (signal.SIGKILL, _checkpointed, -signal.SIGKILL, r"()"),
+     r"run the same command with --ckpt_path last$", True),
+    (signal.SIGKILL, _checkpointed, -signal.SIGKILL, r"()", False),
 ]  # fmt: skip
 
 
-def _stop_and_resume(work: Path, config: Path, run: Path, signum, ready, status, line) -> None:
-    """``aspp-seg fit`` in `work` (a new `run`): `signum` once `ready(run)`; then the same
-    command with ``--ckpt_path last``."""
+def _stop(work: Path, config: Path, run: Path, signum, ready, status, line, resume) -> None:
+    """``aspp-seg fit`` in `work` (a new `run`), `signum` once `ready(run)`; checks its exit
+    status, last line and last.ckpt."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(_fit(config, TOTAL), cwd=work, env=env, text=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
@@ -228,27 +231,140 @@ def _stop_and_resume(work: Path, config: Path, run: Path, signum, ready, status,
         assert _logged_steps(run) == list(range(saved)), said
     assert 0 < saved < TOTAL, said
 
-    resumed = subprocess.run([*_fit(config, TOTAL), "--ckpt_path", "last"], cwd=work, env=env,
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, f"{signum.name}, resumed: {resumed.stderr[-3000:]}"
-    assert sorted(run.parent.iterdir())[-1] == run  # the same run, not a new one
-    assert _step(run / "checkpoints" / "last.ckpt") == TOTAL
-    assert _logged_steps(run) == list(range(TOTAL)), f"{signum.name}: a step lost or repeated"
 
-
-def test_stopped_from_outside_then_resumed_every_step_logged_once(ws, tmp_path):
+def test_stopped_from_outside_then_resumed_every_step_logged_once(ws, tmp_path, run_cli):
     """A real ``aspp-seg fit`` process: SIGTERM ends it at the next step with exit status
-    143, one line and last.ckpt for that step; kill -9 loses the steps after the last
-    checkpoint. ``--ckpt_path last`` then finishes the run in the same folder, every step
-    logged once. The two run side by side (each one waits on its own process)."""
-    folders = []
+    143, one line and last.ckpt for that step, and ``--ckpt_path last`` then finishes the
+    run in the same folder, every step logged once; kill -9 leaves the first epoch's
+    last.ckpt whole. The two processes run side by side (each waited on in a thread); the
+    resume runs in this process."""
+    lanes = []
     for (signum, *row), work in zip(OUTSIDE, (ws.work, tmp_path / "other"), strict=True):
         work.mkdir(exist_ok=True)
         config = work / "tiny.yaml"
         if work != ws.work:  # the same config, logging under this folder
             config.write_text(ws.config.read_text().replace(str(ws.work), str(work)))
         run = work / "runs" / "tiny" / ("version_1" if work == ws.work else "version_0")
-        folders.append((work, config, run, signum, *row))
-    with ThreadPoolExecutor(len(folders)) as pool:
-        for done in [pool.submit(_stop_and_resume, *folder) for folder in folders]:
+        lanes.append((work, config, run, signum, *row))
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        for done in [pool.submit(_stop, *lane) for lane in lanes]:
             done.result()
+
+    for work, config, run, signum, *_, resume in lanes:
+        if not resume:
+            continue
+        resumed = run_cli("fit", "--config", str(config), *STEPS, "--trainer.max_steps",
+                          str(TOTAL), "--ckpt_path", "last", cwd=work)  # fmt: skip
+        assert resumed.returncode == 0, f"{signum.name}, resumed: {resumed.stderr[-3000:]}"
+        assert sorted(run.parent.iterdir())[-1] == run  # the same run, not a new one
+        assert _step(run / "checkpoints" / "last.ckpt") == TOTAL
+        assert _logged_steps(run) == list(range(TOTAL)), f"{signum.name}: a step lost or repeated"
+
+
+# --- the sweep: a job a signal stopped is interrupted, not finished, not failed ---
+
+CHILD = """
+import signal, sys, time
+from pathlib import Path
+marker = Path(sys.argv[1])
+blocked = next(int(line.split()[1], 16) for line in open("/proc/self/status")
+               if line.startswith("SigBlk:"))
+def stop(signum, frame):  # as aspp-seg fit: last.ckpt at the next step, then 128 + signal
+    marker.write_text(f"{blocked} stopped")
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, stop)
+marker.write_text(f"{blocked} running")
+time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 60)
+sys.exit(int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+"""
+"""A stand-in for the training child: says that it runs (with its blocked signals) and
+exits like ``aspp-seg fit`` on SIGTERM, or with a given status after a given time."""
+
+
+def _child(marker: Path, *more: str) -> list[str]:
+    return [sys.executable, "-c", CHILD, str(marker), *more]
+
+
+def _training_job(tmp_path: Path, monkeypatch, *more: str):
+    """A sweep job whose work is `experiments.table1.train` with the stand-in child."""
+    import functools
+
+    from experiments import sweep
+    from experiments import table1 as runner
+
+    marker = tmp_path / "child.txt"
+    monkeypatch.setattr(runner, "fit_command", lambda *args: _child(marker, *more))
+    folder = tmp_path / "out" / "runs" / "dl1"
+    work = functools.partial(runner.train, "dl1", Path("dl1.yaml"), [], tmp_path / "out",
+                             wandb_group=None, quiet=True)  # fmt: skip
+    return sweep.Job("dl1", folder, work), folder, marker
+
+
+@pytest.mark.parametrize(
+    ("status", "interrupted"),
+    [(143, True), (138, True), (130, True), (-signal.SIGTERM, True), (1, False),
+     (-signal.SIGKILL, False)],
+)  # fmt: skip
+def test_a_child_stopped_by_a_signal_is_an_interrupted_run(status, interrupted, tmp_path,
+                                                           monkeypatch):  # fmt: skip
+    """143 (SIGTERM), 138 (SIGUSR1), 130 (Ctrl-C) from the training child: the job is
+    interrupted (no failed.txt: the next sweep resumes it), never finished; an error or
+    an OOM kill stays a failure."""
+    from experiments import sweep
+
+    ending = (f"import os; os.kill(os.getpid(), {-status})" if status < 0
+              else f"import sys; sys.exit({status})")  # fmt: skip
+    job, folder, _ = _training_job(tmp_path, monkeypatch)
+    monkeypatch.setattr(sys.modules["experiments.table1"], "fit_command",
+                        lambda *args: [sys.executable, "-c", ending])  # fmt: skip
+    outcome = job()
+    assert outcome.reason is not None and outcome.interrupted is interrupted
+    assert (sweep.failure(folder) is None) is interrupted
+    if interrupted:
+        assert outcome.reason.startswith("training dl1 stopped (SIG")
+
+
+def test_sigterm_to_a_job_stops_its_child_which_ends_the_job_interrupted(tmp_path, monkeypatch):
+    """SIGTERM to the job process (SLURM preemption, scancel, a controller stopping its
+    tasks) goes on to the training child, which stops at its step; the job waits for it
+    and ends interrupted. The child runs with submitit's preemption signal blocked."""
+    import threading
+
+    job, _, marker = _training_job(tmp_path, monkeypatch)
+
+    def terminate_when_running() -> None:
+        deadline = time.monotonic() + 60
+        while not marker.is_file() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)  # to the job (this process), not the child
+
+    threading.Thread(target=terminate_when_running, daemon=True).start()
+    outcome = job()
+    assert outcome.interrupted and "stopped (SIGTERM)" in outcome.reason
+    blocked, state = marker.read_text().split()
+    assert state == "stopped"  # the child ended through its own SIGTERM handler
+    assert int(blocked) & 1 << (submitit.JobEnvironment._usr_sig() - 1)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the job's handler is gone
+
+
+def test_submitits_requeue_hook_stops_the_child_at_its_step_first(tmp_path, monkeypatch):
+    """`Job.checkpoint` (submitit calls it on its preemption / time-limit signal, then
+    requeues what it returns) stops the child, which writes last.ckpt and exits 143,
+    before it hands submitit the same job again."""
+    import threading
+
+    from experiments import sweep
+
+    marker = tmp_path / "child.txt"
+    codes = []
+    thread = threading.Thread(target=lambda: codes.append(sweep.run_child(_child(marker))))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not marker.is_file() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    job = sweep.Job("dl1", tmp_path / "dl1", print)
+    again = job.checkpoint()
+    assert marker.read_text().endswith("stopped")  # before checkpoint returned
+    thread.join(timeout=30)
+    assert codes == [143]
+    assert isinstance(job, submitit.helpers.Checkpointable) and again.function is job

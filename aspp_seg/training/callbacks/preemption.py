@@ -129,9 +129,12 @@ class Preemption(Callback):
         for callback in trainer.checkpoint_callbacks:
             if not isinstance(callback, ModelCheckpoint) or not callback.save_last:
                 continue
-            if callback._last_global_step_saved != trainer.global_step or not (
-                callback.last_model_path
-            ):
+            current = (  # last.ckpt was the file written at this very step
+                callback._last_global_step_saved == trainer.global_step
+                and callback.last_model_path
+                and callback._last_checkpoint_saved == callback.last_model_path
+            )
+            if not current:
                 callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
             if self.saved is None:
                 self.saved = (callback.last_model_path, trainer.global_step)
