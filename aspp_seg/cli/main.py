@@ -150,8 +150,9 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the `aspp-seg` console script.
 
     A `UserError` (a mistake in the input, a failed run, Ctrl-C) ends with one line
-    ``aspp-seg: error: ...`` on stderr and the error's exit status (2, 1, 130); any
-    other exception is a bug and keeps its traceback.
+    ``aspp-seg: error: ...`` on stderr and the error's exit status (2, 1, 130), and so
+    does an OSError of a read-only, full or forbidden file system (`FileSystemError`,
+    1); any other exception is a bug and keeps its traceback.
     """
     if args is None:  # the console script (in-process callers keep their warning capture)
         _one_line_warnings()
