@@ -210,7 +210,8 @@ class Inference:
             f"for whole-image inference (max_pixels: {self.max_pixels / 1e6:.1f} MP); run it "
             "in sliding windows with --model.inference.init_args.mode slide (windows of "
             f"{self.window[0]} x {self.window[1]} px: --model.inference.init_args.window H W), "
-            "or raise --model.inference.init_args.max_pixels"
+            "resize the images for the net (--data.init_args.image_size H W; predictions "
+            "keep the files' size), or raise --model.inference.init_args.max_pixels"
         )
 
     def _single(self, model: Model, images: torch.Tensor) -> torch.Tensor:

@@ -273,6 +273,22 @@ CASES = [
         writes=PREDICT_WRITES,
     ),
     Case(
+        "predict above max_pixels with the images resized for the net, as the refusal says",
+        (
+            *PREDICT,
+            *SOURCE,
+            *OUT,
+            "--model.inference.init_args.max_pixels",
+            "1000",
+            "--data.init_args.image_size",
+            "[16, 32]",
+        ),
+        0,
+        r"",
+        setup=_photos({"a.png": _png(_photo())}),
+        writes=PREDICT_WRITES,
+    ),
+    Case(
         "predict above max_pixels in sliding windows, as the refusal says: runs",
         (
             *PREDICT,
