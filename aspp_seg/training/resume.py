@@ -554,6 +554,11 @@ def check_resume(parser, cfg) -> ResumeRecord | None:
     step = int(state.get("global_step", 0))
     new_record = f"config.resumed-at-step-{step}.yaml"
     where = recorded_path or f"the hyperparameters of {ckpt_path}"
+    kept = (
+        f"kept in {new_record} beside its config.yaml"
+        if recorded_path
+        else "kept in the new run's config.yaml"
+    )
     if trained and not cfg.get(RESUME_FLAG):
         shown = "; ".join(f"{k}: {_short(old)} -> {_short(new)}" for k, (old, new) in
                           list(trained.items())[:3])  # fmt: skip
@@ -561,13 +566,12 @@ def check_resume(parser, cfg) -> ResumeRecord | None:
         raise ConfigError(
             f"--ckpt_path {ckpt_path}: {len(trained)} setting(s) that change what is trained "
             f"differ from the run's ({where}): {shown}{more}; resume with the run's "
-            f"settings, or add --{RESUME_FLAG} true to go on with these (kept in "
-            f"{new_record} beside its config.yaml)"
+            f"settings, or add --{RESUME_FLAG} true to go on with these ({kept})"
         )
     if trained:
         rank_zero_info(
             f"aspp-seg: resuming at step {step} with {len(trained)} changed setting(s) "
-            f"({', '.join(trained)}); recorded in {new_record}, {where} kept"
+            f"({', '.join(trained)}), {kept}"
         )
     noted = [k for k in differing if not any(fnmatch.fnmatchcase(k, p) for p in _BOOKKEEPING)]
     return ResumeRecord(recorded_path, new_record if noted else None)
