@@ -187,3 +187,40 @@ def test_resume_with_changed_settings_keeps_both_records(ws, run_cli):
         r"rates: \[3, 6, 9\] -> \[6, 12, 18\]",
     )
     check(back, ws, run_cli)
+
+
+def test_default_root_dir_takes_relative_folders_only(tmp_path):
+    """Relative logger and checkpoint folders go under default_root_dir (absolute, so the
+    saved config reads back the same); absolute folders and URLs stay where they point."""
+    from jsonargparse import Namespace
+
+    from aspp_seg.training.resume import follow_root_dir
+
+    def logger(kind: str, **args) -> Namespace:
+        return Namespace(
+            class_path=f"lightning.pytorch.loggers.{kind}", init_args=Namespace(**args)
+        )
+
+    trainer = Namespace(
+        default_root_dir=str(tmp_path),
+        logger=[
+            logger("CSVLogger", save_dir="runs", name="demo"),
+            logger("TensorBoardLogger", save_dir="/abs/tb", name="demo"),
+            logger("WandbLogger", save_dir="s3://bucket/runs", project="p"),
+        ],
+        callbacks=[
+            Namespace(
+                class_path="aspp_seg.training.callbacks.ModelCheckpoint",
+                init_args=Namespace(dirpath="ckpts"),
+            )
+        ],
+    )
+    follow_root_dir(trainer)
+    assert [lg.init_args.save_dir for lg in trainer.logger] == [
+        str(tmp_path / "runs"),
+        "/abs/tb",
+        "s3://bucket/runs",
+    ]
+    assert trainer.callbacks[0].init_args.dirpath == str(tmp_path / "ckpts")
+    follow_root_dir(trainer)  # read back from the saved config: the same folders
+    assert trainer.logger[0].init_args.save_dir == str(tmp_path / "runs")
