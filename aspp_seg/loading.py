@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aspp_seg.errors import ConfigError, UserError
-from aspp_seg.evaluation.checkpoints import read_checkpoint
+from aspp_seg.evaluation.checkpoints import read_checkpoint, run_config
 
 if TYPE_CHECKING:
     from aspp_seg.evaluation.inference import Inference
@@ -52,16 +52,22 @@ def find_checkpoint(path: str | Path) -> Path:
     return found[-1]
 
 
-def run_config_of(checkpoint: str | Path) -> Path:
-    """The ``config.yaml`` that ``aspp-seg fit`` saved in the checkpoint's run folder."""
-    checkpoint = Path(checkpoint)
-    for folder in (checkpoint.parent, checkpoint.parent.parent):
-        if (folder / "config.yaml").is_file():
-            return folder / "config.yaml"
-    raise UserError(
-        f"no config.yaml next to checkpoint {checkpoint} or in its run folder; give the "
-        "run's config"
-    )
+def run_config_of(checkpoint: str | Path, state: dict | None = None) -> Path:
+    """The settings file of the checkpoint's run (`checkpoints.run_config`): after a
+    resume with changed settings, the one the checkpoint's weights were trained under.
+
+    Args:
+        checkpoint: the ``.ckpt`` file.
+        state: its contents, when already read (else it is read here).
+    """
+    state = read_checkpoint(checkpoint) if state is None else state
+    found = run_config(checkpoint, state)
+    if found is None:
+        raise UserError(
+            f"no config.yaml next to checkpoint {checkpoint} or in its run folder; give the "
+            "run's config"
+        )
+    return found
 
 
 def load_weights(net: nn.Module, checkpoint: dict, path: Path) -> None:
@@ -195,9 +201,9 @@ def load_model(
     from aspp_seg.evaluation.inference import Inference
 
     checkpoint_path = find_checkpoint(path)
-    config_path = Path(config) if config is not None else run_config_of(checkpoint_path)
-    run = configs.read_config(["--config", str(config_path), *overrides])
     checkpoint = read_checkpoint(checkpoint_path)  # a damaged file: one line naming it
+    config_path = Path(config) if config is not None else run_config_of(checkpoint_path, checkpoint)
+    run = configs.read_config(["--config", str(config_path), *overrides])
     hparams = checkpoint.get("hyper_parameters", {})
     try:
         datamodule = configs.build_datamodule(run)

@@ -148,11 +148,21 @@ def _not_a_checkpoint(path: Path, error: Exception) -> ConfigError:
 
 
 def run_config(path: str | Path, state: dict) -> Path | None:
-    """The ``config.yaml`` of the run that wrote a checkpoint, where it still exists:
-    the one the checkpoint names, else ``<run>/config.yaml`` beside ``checkpoints/``."""
+    """The settings file of the run that wrote a checkpoint, where it still exists: the
+    one the checkpoint names (``config.yaml``, or ``config.resumed-at-step-<N>.yaml``
+    after a resume with changed settings), looked up in the checkpoint's run folder first
+    (a copied or moved run keeps its old path in there), then where it was written; else
+    the run folder's ``config.yaml``.
+
+    Args:
+        path: the checkpoint file, in ``<run>/checkpoints/`` or in ``<run>/`` itself.
+        state: its contents (`read_checkpoint`).
+    """
+    path = Path(path).resolve()
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     named = (state.get(CHECKPOINT_KEY) or {}).get("config")
-    candidates = [Path(named)] if named else []
-    candidates.append(Path(path).resolve().parent.parent / "config.yaml")
+    candidates = [run / Path(named).name, Path(named)] if named else []
+    candidates.append(run / "config.yaml")
     return next((c for c in candidates if c.is_file()), None)
 
 

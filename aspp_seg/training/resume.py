@@ -46,6 +46,7 @@ from aspp_seg.evaluation.checkpoints import (
     CHECKPOINT_KEY,
     is_file_path,
     read_checkpoint,
+    run_config,
 )
 
 _FOLDER_LOGGERS = ("CSVLogger", "TensorBoardLogger")
@@ -542,7 +543,7 @@ def check_resume(parser, cfg) -> ResumeRecord | None:
     if not is_file_path(ckpt_path) or not Path(ckpt_path).is_file():
         return None
     state = read_checkpoint(ckpt_path)
-    recorded_path = recorded_settings_file(ckpt_path, state)
+    recorded_path = run_config(ckpt_path, state)
     asked = _settings(parser, cfg)
     recorded = _recorded_settings(parser, cfg, recorded_path, state)
     differing = {
@@ -575,18 +576,6 @@ def check_resume(parser, cfg) -> ResumeRecord | None:
         )
     noted = [k for k in differing if not any(fnmatch.fnmatchcase(k, p) for p in _BOOKKEEPING)]
     return ResumeRecord(recorded_path, new_record if noted else None)
-
-
-def recorded_settings_file(ckpt_path: str | Path, state: dict) -> Path | None:
-    """The settings file of the run that wrote a checkpoint: the one the checkpoint names
-    (``config.yaml``, or ``config.resumed-at-step-<N>.yaml`` after a changed resume),
-    looked up beside the checkpoint's run folder first (a run folder copied or moved
-    keeps its old path in there), then where it was written; else ``<run>/config.yaml``."""
-    run = run_folder(ckpt_path)
-    named = (state.get(CHECKPOINT_KEY) or {}).get("config")
-    candidates = [run / Path(named).name, Path(named)] if named else []
-    candidates.append(run / "config.yaml")
-    return next((c for c in candidates if c.is_file()), None)
 
 
 def _settings(parser, cfg) -> dict:

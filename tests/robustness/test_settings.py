@@ -179,6 +179,14 @@ def test_resume_with_changed_settings_keeps_both_records(ws, run_cli):
     state = torch.load(newest, map_location="cpu", weights_only=True)
     assert state["global_step"] == 4
     assert state["aspp_seg"]["config"] == str(record.resolve())
+    # load_model (and export, which uses it) builds the net its weights were trained as
+    from aspp_seg import load_model
+
+    loaded = load_model(newest)
+    rates = [
+        m.dilation[0] for m in loaded.net.head.aspp.modules() if getattr(m, "dilation", (1,))[0] > 1
+    ]
+    assert rates == [3, 6, 9]
     # going on with the first rates now differs from the newest record
     back = Case(
         "resume with the first rates after the change",
