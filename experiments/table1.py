@@ -33,9 +33,33 @@ folders are the only state: the same command again skips finished runs, resumes
 interrupted ones from their ``last.ckpt`` and starts the rest; ``--collect`` only
 evaluates and tabulates what is there.
 
+``--grid`` sweeps any setting, not only configs and seeds. Each axis is one argument,
+its levels split at the commas outside brackets; several axes give their product:
+
+    --grid data.init_args.image_size=[176,240],[360,480]   # a setting: one value a level
+    --grid aspp_input=11x15:,23x30:configs/overlay/study_camvid_360.yaml
+                       # an overlay file a level, after --overlay's (11x15: adds nothing)
+    --grid budget=920,3450                                 # the step budget a level
+
+Each level has a name (``image_size=360x480``, the last part of the key and the value;
+``aspp_input=23x30``) and its own folder ``<out>/<axis>=<level>/`` (one below the other
+for several axes), which is an ordinary ``--out`` folder: what the same command without
+``--grid``, with the level's setting, writes there (runs, ``table1.md``, ``table2.md``,
+``results.json``). Above them, ``<out>`` gets ``sweep.log``, ``submitit/`` (every cell's
+jobs: one SLURM array) and ``table_levels.md`` / ``table_levels.json``: each config's val
+mIoU per level (mean ± sd, n) and, within each level, every pair of configs with one
+interval over seeds and val images together (hierarchical bootstrap) and a verdict
+corrected for the level's number of pairs (Holm). A level's setting under
+``model.net.init_args`` that a config's net does not take is left out for that config.
+
+``--collect`` reads the records alone: no data folder is needed (``--data`` may name one
+that is not there; without it, ``results.json`` keeps the data its last writer named),
+and a run of ``--configs`` that has no folder is left out of the tables.
+
 One command at a time works in an ``--out`` (`holding`: an ``fcntl.flock`` on
 ``<out>/.table1.lock``, POSIX only, as submitit is): a second command on the same folder
-says which process has it and exits with status 1, leaving the folder as it was.
+says which process has it and exits with status 1, leaving the folder as it was. A grid
+holds ``<out>``'s lock and each level folder's.
 """
 
 from __future__ import annotations
@@ -45,9 +69,11 @@ import csv
 import fcntl
 import functools
 import io
+import itertools
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -208,6 +234,151 @@ def expand_runs(configs: Sequence[str], seeds: Sequence[int] = ()) -> list[RunSp
     return specs
 
 
+# -------------------------------------------------------------------------- grid
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a ``--grid`` axis: what it sets in every run of its cells.
+
+    Attributes:
+        axis: the axis' name (``image_size``, ``aspp_input``, ``budget``).
+        name: the level's name (``360x480``, ``23x30``, ``920``); with the axis it names
+            the level's folder, ``<axis>=<name>``.
+        setting: (key, value as given) of a setting axis (``data.init_args.image_size``,
+            ``[360,480]``), as on the aspp-seg command line.
+        overlay: the level's YAML file of an overlay axis, layered after ``--overlay``
+            (None: the level adds nothing).
+        budget: the level's ``--budget`` on the ``budget`` axis.
+    """
+
+    axis: str
+    name: str
+    setting: tuple[str, str] | None = None
+    overlay: Path | None = None
+    budget: str | None = None
+
+    @property
+    def folder(self) -> str:
+        return f"{self.axis}={self.name}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the grid, a level of each axis; with no ``--grid``, the one cell of
+    no levels, whose folder is ``--out`` itself."""
+
+    levels: tuple[Level, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """``image_size=360x480`` (``/`` between axes); empty without a grid."""
+        return "/".join(level.folder for level in self.levels)
+
+    def out(self, root: Path) -> Path:
+        """The cell's folder: an ordinary ``--out`` folder of the runner."""
+        return root.joinpath(*(level.folder for level in self.levels))
+
+    @property
+    def budget(self) -> str | None:
+        return next((lv.budget for lv in self.levels if lv.budget is not None), None)
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+# runner options that a setting axis would bypass (the budget decides when a run is done)
+_NOT_SETTINGS = {"trainer.max_steps": "--grid budget=N1,N2",
+                 "trainer.max_epochs": "--grid budget=N1,N2",
+                 "seed_everything": "--seeds"}  # fmt: skip
+
+
+def split_levels(text: str) -> list[str]:
+    """``[176,240],[360,480]`` -> ``["[176,240]", "[360,480]"]``: split at the commas
+    outside brackets, braces and quotes."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def _value_name(value: str, option: str) -> str:
+    """A setting's value as a folder name: ``[360,480]`` -> ``360x480``, ``0.05``."""
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    items = parsed if isinstance(parsed, list) else [parsed]
+    words = {True: "true", False: "false", None: "null"}
+    name = "x".join(words.get(v, str(v)) if isinstance(v, bool | None) else str(v)
+                    for v in items)  # fmt: skip
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"{option}: the value {value!r} makes no folder name; give the "
+                          "axis as NAME=LEVEL:FILE,... with an overlay file per level")  # fmt: skip
+    return name
+
+
+def parse_axis(text: str) -> list[Level]:
+    """One ``--grid`` axis: ``KEY=V1,V2,...`` (a setting, one value per level),
+    ``NAME=L1:FILE1,L2:FILE2,...`` (an overlay file per level; ``L1:`` adds none) or
+    ``budget=N1,N2,...`` (the runs' step budget per level).
+
+    Raises:
+        ConfigError: the axis does not parse, names a missing file or repeats a level.
+    """
+    option = f"--grid {text}"
+    axis, sep, rest = text.partition("=")
+    if not sep or not axis or not rest:
+        raise ConfigError(f"{option}: expected KEY=V1,V2 or NAME=LEVEL:FILE,LEVEL:FILE")
+    if axis in _NOT_SETTINGS:
+        raise ConfigError(f"{option}: {axis} is the runner's to set; use {_NOT_SETTINGS[axis]}")
+    items = [item.strip() for item in split_levels(rest)]
+    overlays = [re.fullmatch(r"([A-Za-z0-9_.+-]+):(.*)", item) for item in items]
+    levels = []
+    if all(overlays) and "." not in axis:
+        if not _NAME.fullmatch(axis):
+            raise ConfigError(f"{option}: the axis name {axis!r} makes no folder name")
+        for match in overlays:
+            name, file = match.group(1), match.group(2).strip()
+            if file and not Path(file).is_file():
+                raise ConfigError(f"{option}: level {name}: no such file {file}")
+            levels.append(Level(axis, name, overlay=Path(file) if file else None))
+    elif axis == "budget":
+        for item in items:
+            budget_overrides(item, set())  # a budget the runner knows, or ConfigError
+            levels.append(Level(axis, item, budget=item))
+    else:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", axis):
+            raise ConfigError(f"{option}: {axis!r} is not a setting's key (data.init_args.x)")
+        if any(overlays):
+            raise ConfigError(f"{option}: give every level as LEVEL:FILE, or none")
+        name = axis.rpartition(".")[2]
+        levels = [Level(name, _value_name(item, option), setting=(axis, item))
+                  for item in items]  # fmt: skip
+    names = [level.name for level in levels]
+    if len(set(names)) != len(names) or not all(names):
+        raise ConfigError(f"{option}: every level needs a name of its own, got {names}")
+    return levels
+
+
+def grid_cells(axes: Sequence[str]) -> list[Cell]:
+    """The cells of ``--grid``: the cartesian product of its axes, the first axis
+    outermost; without axes, one cell (``--out`` itself)."""
+    parsed = [parse_axis(text) for text in axes]
+    names = [levels[0].axis for levels in parsed]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--grid: axes {', '.join(names)}: each axis once")
+    return [Cell(tuple(levels)) for levels in itertools.product(*parsed)]
+
+
 def group_name(spec: RunSpec) -> str:
     """The config a run is a seed of: its label without the seed (``dl1``,
     ``segnet_steps60``); runs of one group are compared as seeds of one another."""
@@ -299,8 +470,9 @@ def budget_steps(budget: str) -> int | None:
     return int(budget) if budget.isdigit() else None
 
 
-def data_overrides(data: str | None, out: Path, budget: str) -> list[str]:
-    """CLI overrides that point a config at ``demo`` (synthetic) or a Cityscapes root."""
+def data_overrides(data: str | None, out: Path, budget: str, *, check: bool = True) -> list[str]:
+    """CLI overrides that point a config at ``demo`` (synthetic) or a Cityscapes root.
+    ``check=False`` (``--collect``, which reads the records): the root need not exist."""
     if data is None:
         return []
     if data == "demo":
@@ -312,7 +484,7 @@ def data_overrides(data: str | None, out: Path, budget: str) -> list[str]:
                 "--data.init_args.num_train", size[2],
                 "--data.init_args.num_val", size[3]]  # fmt: skip
     root = Path(data)
-    if not root.is_dir():
+    if not root.is_dir() and check:
         raise ConfigError(f"--data {data}: not a folder; give the data set's root or 'demo'")
     return ["--data.init_args.root", str(root.resolve())]
 
@@ -572,29 +744,45 @@ class RunPlan:
 
 
 def plan_runs(
-    specs: Sequence[RunSpec], args, out: Path, *, write: bool = True
+    specs: Sequence[RunSpec], args, out: Path, *, write: bool = True, cell: Cell | None = None
 ) -> list[RunPlan]:  # fmt: skip
-    """One `RunPlan` per run; each config is parsed here with all its overrides, so that
-    one that does not parse is a failed run (the others go on)."""
+    """One `RunPlan` per run of `cell` (its folder: `out`); each config is parsed here
+    with all its overrides, so that one that does not parse is a failed run (the others
+    go on).
+
+    The overrides, later ones winning: ``--overlay``, the cell's overlay files, the data
+    and budget, the seed, ``--set``, the cell's settings. A cell's overlay or setting
+    under ``model.net.init_args`` that the config's net builder does not take is left out
+    for that config (as `overlay_for` does), and said so.
+    """
     from aspp_seg.cli.config import read_config
 
+    cell = cell or Cell()
     extra = [f"--{item}" for item in args.set]
-    data = data_overrides(args.data, out, args.budget)  # one demo set for all runs
+    level_budget = cell.budget or args.budget
+    data = data_overrides(args.data, out, level_budget, check=not args.collect)  # one demo set
+    files = [*args.overlay, *(lv.overlay for lv in cell.levels if lv.overlay is not None)]
+    settings = [lv.setting for lv in cell.levels if lv.setting is not None]
     plans = []
     for spec in specs:
         config = config_path(spec.config)
-        budget = str(spec.steps) if spec.steps else args.budget
+        budget = str(spec.steps) if spec.steps else level_budget
         demo, error = None, None
         try:
             parameters = _net_parameters(config)
             overlays = [overlay_for(Path(o), parameters, spec.label, out, write=write)
-                        for o in args.overlay]  # fmt: skip
+                        for o in files]  # fmt: skip
+            taken = [(k, v) for k, v in settings if _net_key(k) in (None, *parameters)]
+            if write and len(taken) < len(settings):
+                left = ", ".join(k for k, v in settings if (k, v) not in taken)
+                print(f"[table1] {spec.label}: its net takes no {left}; left out", flush=True)
             overrides = (
                 *(arg for o in overlays for arg in ("--config", str(o))),
                 *data,
                 *budget_overrides(budget, parameters),
                 *(["--seed_everything", str(spec.seed)] if spec.seed is not None else []),
                 *extra,
+                *(f"--{key}={value}" for key, value in taken),
             )  # fmt: skip
             demo = _demo_set(read_config(["--config", str(config), *overrides]).data)
         except ConfigError as failed:
@@ -602,6 +790,12 @@ def plan_runs(
         plans.append(RunPlan(spec, config, tuple(overrides), out, budget, args.wandb_group,
                              error, demo))  # fmt: skip
     return plans
+
+
+def _net_key(key: str) -> str | None:
+    """``model.net.init_args.aspp.init_args.rates`` -> ``aspp``; None for other keys."""
+    prefix = "model.net.init_args."
+    return key.removeprefix(prefix).split(".")[0] if key.startswith(prefix) else None
 
 
 def _demo_set(data) -> tuple[str, tuple[tuple[str, int], ...]] | None:
@@ -857,6 +1051,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--dry-run", type=bool, nargs="?", const=True, default=False,
                         help="print each run's state and command and the engine's settings "
                         "(the sbatch file with --cluster slurm); submit nothing")  # fmt: skip
+    parser.add_argument("--grid", nargs="*", type=str, default=[],
+                        help="sweep axes, each its own folder level <out>/<axis>=<level>/ "
+                        "(an ordinary --out folder); several axes: their product. "
+                        "KEY=V1,V2 (a setting, e.g. data.init_args.image_size=[176,240],"
+                        "[360,480]), NAME=L1:FILE,L2:FILE (an overlay file per level, "
+                        "L1: for none) or budget=N1,N2")  # fmt: skip
     parser.add_argument("--wandb_group", type=str | None, default=None,
                         help="also log every run to W&B (offline) in this group")  # fmt: skip
     parser.add_argument("--set", nargs="*", type=str, default=[],
@@ -936,7 +1136,8 @@ class _Log:
 
 
 def run(argv: Sequence[str]) -> tuple[Path, Path] | None:
-    """The command; returns the two tables' paths (None for ``--dry-run``).
+    """The command; returns the two tables' paths (None for ``--dry-run``): ``table1.md``
+    and ``table2.md``, or with ``--grid`` ``table_levels.md`` and ``table_levels.json``.
 
     Raises:
         RunFailed: a run failed (after the tables, which show its reason, are written).
@@ -947,6 +1148,7 @@ def run(argv: Sequence[str]) -> tuple[Path, Path] | None:
     for overlay in args.overlay:
         if not Path(overlay).is_file():
             raise ConfigError(f"--overlay {overlay}: no such file")
+    cells = grid_cells(args.grid)
     specs = expand_runs(args.configs, args.seeds)
     groups = {group_name(s) for s in specs}
     reference = args.reference or group_name(specs[0])
@@ -955,68 +1157,111 @@ def run(argv: Sequence[str]) -> tuple[Path, Path] | None:
     for spec in specs:  # what can be checked without a run stops the command, before
         config_path(spec.config)  # anything is written under --out
     budget_overrides(args.budget, set())
-    data_overrides(args.data, out, args.budget)
+    data_overrides(args.data, out, args.budget, check=not args.collect)  # --collect: records
     engine = make_engine(args, out)
     if not (args.dry_run or args.collect):
         engine.check_reachable()
     if args.dry_run:
-        return _sweep(args, out, specs, reference, engine)
-    out.mkdir(parents=True, exist_ok=True)
-    with holding(out):
-        return _sweep(args, out, specs, reference, engine)
+        return _sweep(args, out, specs, reference, engine, cells)
+    # one lock for the grid at --out, and each level's own: a level folder is an ordinary
+    # --out folder, which a plain command may be working in
+    with contextlib.ExitStack() as stack:
+        for folder in dict.fromkeys([out, *(cell.out(out) for cell in cells)]):
+            folder.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(holding(folder))
+        return _sweep(args, out, specs, reference, engine, cells)
 
 
-def _sweep(args, out: Path, specs: Sequence[RunSpec], reference: str, engine):
-    """`run` from its plans on (under the lock of `out` unless ``--dry-run``)."""
+def recorded_data(out: Path) -> str | None:
+    """The ``--data`` that `out`'s ``results.json`` names (None: none or no file), for a
+    ``--collect`` without ``--data``: the tables keep saying what the runs read."""
+    try:
+        return json.loads((out / "results.json").read_text())["meta"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _sweep(args, out: Path, specs: Sequence[RunSpec], reference: str, engine,
+           cells: Sequence[Cell]):  # fmt: skip
+    """`run` from its plans on (under the locks of `out` unless ``--dry-run``)."""
     log = _Log(None if args.dry_run else out / "sweep.log")
-    plans = plan_runs(specs, args, out, write=not args.dry_run)
+    plans = [plan for cell in cells for plan in plan_runs(
+        specs, args, cell.out(out), write=not args.dry_run, cell=cell)]  # fmt: skip
+    interrupted = []
     if not args.collect:
-        states = {p.label: run_state(p, adopt=not args.dry_run) for p in plans}
-        width = max(len(p.label) for p in plans)
-        log(f"{len(plans)} runs in {out}; jobs: {engine.describe()}")
-        for plan in plans:
-            state = states[plan.label]
-            log(f"  {plan.label:<{width}}  {state.what} {state.detail}".rstrip())
-        todo = [p for p in plans if states[p.label].submit]
+        states = [run_state(p, adopt=not args.dry_run) for p in plans]
+        names = [job_label(p, out) for p in plans]
+        width = max(len(name) for name in names)
+        grid = f" ({len(cells)} cells of --grid)" if len(cells) > 1 else ""
+        log(f"{len(plans)} runs in {out}{grid}; jobs: {engine.describe()}")
+        for name, state in zip(names, states, strict=True):
+            log(f"  {name:<{width}}  {state.what} {state.detail}".rstrip())
+        todo = [p for p, state in zip(plans, states, strict=True) if state.submit]
         if args.dry_run:
-            _print_dry_run(todo, engine)
+            _print_dry_run(todo, engine, out)
             return None
-        interrupted = _submit(todo, engine, log)
+        interrupted = _submit(todo, engine, log, out)
     elif args.dry_run:
         print("[table1] --collect: nothing would be submitted")
         return None
     from experiments import tables
 
-    results = {p.label: collect(p, evaluate_missing=args.collect) for p in plans}
-    t1, t2 = tables.write_tables(results, out, data=args.data, budget=args.budget,
-                                 reference=reference)  # fmt: skip
-    print(f"\n{t1.read_text()}\n{t2.read_text()}\nwritten: {t1}, {t2}", flush=True)
-    failed = [f"{label} ({r['reason']})" for label, r in results.items() if r["state"] == "failed"]
+    levels, failed, count = [], [], 0
+    for cell in cells:
+        folder = cell.out(out)
+        mine = [p for p in plans if p.out == folder]
+        if args.collect:  # the records decide: a run never started has no row
+            absent = [p.label for p in mine if not p.folder.exists()]
+            mine = [p for p in mine if p.folder.exists()]
+            if absent:
+                print(f"[table1] {cell.name or out}: no records of {', '.join(absent)}; "
+                      "left out of the tables", flush=True)  # fmt: skip
+        results = {p.label: collect(p, evaluate_missing=args.collect) for p in mine}
+        data = args.data if args.data is not None or not args.collect else recorded_data(folder)
+        t1, t2 = tables.write_tables(results, folder, data=data, budget=cell.budget or args.budget,
+                                     reference=reference)  # fmt: skip
+        levels.append((cell.name, results))
+        count += len(results)
+        failed += [f"{job_label(p, out)} ({results[p.label]['reason']})" for p in mine
+                   if results[p.label]["state"] == "failed"]  # fmt: skip
+    if len(cells) > 1:
+        t1, t2 = tables.write_levels(levels, out, reference=reference, axes=args.grid)
+        print(f"\n{t1.read_text()}\nwritten: {t1}, {t2} and each level's "
+              "table1.md, table2.md, results.json", flush=True)  # fmt: skip
+    else:
+        print(f"\n{t1.read_text()}\n{t2.read_text()}\nwritten: {t1}, {t2}", flush=True)
     if failed:
-        raise RunFailed(f"{len(failed)} of {len(results)} runs failed (the tables say so): "
+        raise RunFailed(f"{len(failed)} of {count} runs failed (the tables say so): "
                         + "; ".join(failed))  # fmt: skip
-    if not args.collect and interrupted:  # preempted or stopped: not a finished sweep
-        raise Interrupted(f"{len(interrupted)} of {len(results)} runs were interrupted "
+    if interrupted:  # preempted or stopped: not a finished sweep
+        raise Interrupted(f"{len(interrupted)} of {count} runs were interrupted "
                           f"({', '.join(interrupted)}); the same command resumes them from "
                           "their last.ckpt")  # fmt: skip
     return t1, t2
 
 
-def _print_dry_run(todo: Sequence[RunPlan], engine) -> None:
+def job_label(plan: RunPlan, out: Path) -> str:
+    """The run's name in the sweep's log: its label, after its cell's folder in a grid
+    (``image_size=360x480/dl1_seed0``)."""
+    return str(plan.out.relative_to(out) / plan.label)
+
+
+def _print_dry_run(todo: Sequence[RunPlan], engine, out: Path) -> None:
     from experiments import sweep
 
     print(f"[table1] --dry-run: {len(todo)} job(s) would be submitted ({engine.describe()}):")
     for plan in todo:
         command = fit_command(plan.label, plan.config, plan.overrides, plan.out,
                               plan.wandb_group)  # fmt: skip
-        print(f"  {plan.label}: {shlex.join(['aspp-seg', *command[3:]])}")
+        print(f"  {job_label(plan, out)}: {shlex.join(['aspp-seg', *command[3:]])}")
     if engine.cluster == "slurm" and todo:
         print(f"[table1] the sbatch file submitit would write ({engine.folder}):")
         print(sweep.sbatch_text(engine, len(todo)))
 
 
-def _submit(todo: Sequence[RunPlan], engine, log) -> list[str]:
-    """Runs the jobs of `todo`; returns the labels of those a signal interrupted."""
+def _submit(todo: Sequence[RunPlan], engine, log, out: Path) -> list[str]:
+    """Runs the jobs of `todo` (every cell's: one SLURM array); returns the labels of
+    those a signal interrupted."""
     from experiments import sweep
 
     if not todo:
@@ -1025,8 +1270,8 @@ def _submit(todo: Sequence[RunPlan], engine, log) -> list[str]:
     # the jobs unpickle experiments.* wherever they start (cwd may be elsewhere)
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(REPO) + (os.pathsep + path if path else "")
-    jobs = [sweep.Job(p.label, p.folder, functools.partial(run_one, p), engine.threads)
-            for p in todo]  # fmt: skip
+    jobs = [sweep.Job(job_label(p, out), p.folder, functools.partial(run_one, p),
+                      engine.threads) for p in todo]  # fmt: skip
     outcomes = sweep.run_jobs(jobs, engine, log)
     failed = [o.label for o in outcomes if o.reason is not None and not o.interrupted]
     stopped = [o.label for o in outcomes if o.interrupted]

@@ -7,6 +7,11 @@ mIoU to the reference group with two 95% intervals and a verdict (`experiments.s
 On Cityscapes the study's published rows (`experiments.study`) stand beside ours. Runs
 without scores (failed, running, not run) are rows with their reason.
 
+Across the levels of a ``--grid`` (`write_levels`): each group's val mIoU per level and,
+within each level, every pair of groups (`pairwise`): one interval over seeds and val
+images together (`stats.hierarchical_bootstrap`), Holm's correction over the level's
+pairs (`stats.holm`) and a verdict; a group with one run gets none (no borrowed variance).
+
 The inputs are `experiments.table1.collect`'s dicts, one per run label: ``config``,
 ``group``, ``seed``, ``state``, ``reason``, ``steps``, ``wall_s``, ``per_image`` (a path
 or None) and, for a scored run, ``train`` / ``val`` ``{"columns", "iou", "miou"}``
@@ -93,8 +98,8 @@ def _status(label: str, result: dict) -> str:
 
 def table1(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
     """Markdown: per-class val IoU (%) of each group (mean ± sd over its seeds); on
-    Cityscapes the study's row and the difference below it; runs without final scores
-    on rows of their own."""
+    Cityscapes the study's row and the difference below it; then each of its runs
+    (several seeds) and the runs without final scores on rows of their own."""
     columns = _columns(results)
     cityscapes = columns == list(TABLE1_COLUMNS)
     head = ["Method", "Source", *columns, "mIoU"]
@@ -124,6 +129,9 @@ def table1(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
                                           zip(means, theirs, strict=True))])  # fmt: skip
             elif cityscapes:
                 line(["", "study", *["-"] * (len(columns) + 1)])
+            for label in labels if len(labels) > 1 else ():  # the runs behind the mean
+                run = results[label]["val"]
+                line([method, label, *(_pct(v) for v in (*run["iou"], run["miou"]))])
         for label, result in members.items():
             if label in labels:
                 continue
@@ -359,3 +367,182 @@ def write_tables(
     payload = {"meta": meta, "runs": runs, "comparison": differences}
     write_file(out / "results.json", json.dumps(payload, indent=1))
     return t1, t2
+
+
+# ------------------------------------------------------------------ across levels
+
+ALPHA = 1 - CONFIDENCE  # the family-wise error rate of each level's comparisons
+
+
+def _n(labels: Sequence) -> str:
+    return f"n = {len(labels)}"
+
+
+def pairwise(results: dict[str, dict], reference: str, methods: dict[str, str]) -> list[dict]:
+    """Every pair of groups with finished runs in one level, the reference first, each
+    other group in the order given; for each pair (a, b) the difference of val mIoU b - a.
+
+    Where both have two runs or more: one interval over seeds and val images together
+    (`stats.hierarchical_bootstrap` of the per-image counts) and its p-value; the p-values
+    of the level's tested pairs are adjusted by Holm's step-down (`stats.holm`), and the
+    verdict is ``better`` / ``worse`` where the adjusted p-value is below `ALPHA`, else
+    ``not distinguishable at n = ...``. A pair with a one-run side gets no interval and no
+    verdict (its seed noise is unknown; no other method's variance stands in) and is not
+    in Holm's family.
+
+    Returns:
+        ``{"a", "b", "n_a", "n_b", "diff", "interval" (stats.Interval or None), "p",
+        "p_holm", "verdict"}`` per pair, fractions.
+    """
+    found = {g: labels for g, labels in groups(results).items() if labels}
+    order = [g for g in (reference, *found) if g in found]
+    order = list(dict.fromkeys(order))
+    rows = []
+    for i, a in enumerate(order):
+        for b in order[i + 1 :]:
+            la, lb = found[a], found[b]
+            mean = [float(np.mean([results[k]["val"]["miou"] for k in ls])) for ls in (la, lb)]
+            row = {"a": a, "b": b, "n_a": len(la), "n_b": len(lb), "diff": mean[1] - mean[0],
+                   "interval": None, "p": math.nan, "p_holm": math.nan}  # fmt: skip
+            single = [methods[g] for g, ls in ((b, lb), (a, la)) if len(ls) < 2]
+            both = _per_image(results, [*la, *lb])  # the same val images in every run
+            counts = [both[: len(la)], both[len(la) :]] if both is not None else None
+            if single:
+                one = " and ".join(single)
+                row["verdict"] = f"no verdict: {one} {'has' if len(single) == 1 else 'have'} " \
+                                 "1 run (no seed interval)"  # fmt: skip
+            elif counts is None:
+                row["verdict"] = "no verdict: no per-image counts of the same val images"
+            else:
+                interval = stats.hierarchical_bootstrap(counts[0], counts[1],
+                                                        confidence=CONFIDENCE,
+                                                        resamples=RESAMPLES)  # fmt: skip
+                row.update(interval=interval, p=interval.p)
+            rows.append(row)
+    tested = [row for row in rows if row["interval"] is not None]
+    for row, adjusted in zip(tested, stats.holm([r["p"] for r in tested]), strict=True):
+        row["p_holm"] = float(adjusted)
+        if adjusted < ALPHA:
+            row["verdict"] = "better" if row["diff"] > 0 else "worse"
+        else:
+            n = (f"n = {row['n_a']}" if row["n_a"] == row["n_b"]
+                 else f"n = {row['n_b']} vs {row['n_a']}")  # fmt: skip
+            row["verdict"] = f"not distinguishable at {n}"
+    return rows
+
+
+def _p(value: float) -> str:
+    """A bootstrap p-value; 0 (no resample across zero) as below the smallest it shows."""
+    if math.isnan(value):
+        return "-"
+    return f"< {2 / RESAMPLES:.3f}" if value == 0 else f"{value:.3f}"
+
+
+def levels_table(levels: Sequence[tuple[str, dict[str, dict]]], reference: str) -> tuple[str, dict]:
+    """Markdown and its JSON: val mIoU of each group x level (mean ± sd, n), each group's
+    difference to the reference within each level, and every pair within each level."""
+    study = load_study()
+    methods: dict[str, str] = {}
+    for _, results in levels:
+        for result in results.values():
+            methods.setdefault(result["group"], _method(result, study))
+    methods.setdefault(reference, reference)  # no run of it anywhere
+    order = list(dict.fromkeys([reference, *methods]))
+    names = [name.replace("/", ", ") for name, _ in levels]
+    head = ["Method", *names]
+
+    def table(rows: list[list[str]]) -> list[str]:
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                *("| " + " | ".join(r) + " |" for r in rows)]  # fmt: skip
+
+    found = [groups(results) for _, results in levels]
+    pairs = [pairwise(results, reference, methods) for _, results in levels]
+    values, rows = {}, []
+    for group in order:
+        cells = []
+        for name, results, labels in zip(names, (r for _, r in levels), found, strict=True):
+            miou = [results[k]["val"]["miou"] for k in labels.get(group, [])]
+            cells.append(f"{_mean_sd(miou)} ({_n(miou)})" if miou else "-")
+            if miou:
+                sd = float(np.std(miou, ddof=1)) if len(miou) > 1 else None
+                values.setdefault(name, {})[group] = {
+                    "n": len(miou), "mean": float(np.mean(miou)), "sd": sd,
+                    "runs": labels[group]}  # fmt: skip
+        rows.append([methods[group] + (" (reference)" if group == reference else ""), *cells])
+    lines = table(rows)
+
+    ref = methods[reference]
+    lines += ["", f"## Against {ref} within each level: val mIoU difference", ""]
+    rows = []
+    for group in order[1:]:
+        cells = []
+        for level in pairs:
+            row = next((r for r in level if r["a"] == reference and r["b"] == group), None)
+            if row is None:
+                cells.append("-")
+                continue
+            interval = f" {_interval(row['interval'])}" if row["interval"] else ""
+            cells.append(f"{_pct(row['diff'], sign=True)}{interval}, {row['verdict']}")
+        rows.append([methods[group], *cells])
+    lines += table(rows)
+
+    lines += ["", "## Every pair within each level", ""]
+    for name, level in zip(names, pairs, strict=True):
+        lines += [f"### {name}", ""]
+        if not level:
+            lines += ["No two methods with finished runs: nothing to compare.", ""]
+            continue
+        head_pairs = ["Comparison", "runs", "difference", "95% interval, seeds and images",
+                      "p", "p, Holm", "verdict"]  # fmt: skip
+        lines += ["| " + " | ".join(head_pairs) + " |", "|" + "---|" * len(head_pairs)]
+        for row in level:
+            cells = [f"{methods[row['b']]} vs {methods[row['a']]}",
+                     f"{row['n_b']} vs {row['n_a']}", _pct(row["diff"], sign=True),
+                     _interval(row["interval"]), _p(row["p"]), _p(row["p_holm"]),
+                     row["verdict"]]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        tested = sum(row["interval"] is not None for row in level)
+        lines += ["", f"Holm's correction over the {tested} tested pairs of this level.", ""]
+    note = (
+        "Val mIoU in %, mean ± sd over each level's finished seeds (n runs); differences in "
+        "points (the first method minus the second). Interval: a hierarchical bootstrap "
+        f"({RESAMPLES} resamples: the val images drawn with replacement, the same for "
+        "every run, then each method's seeds with replacement; every run's mIoU recomputed "
+        "from its per-image confusion counts; percentile interval), which covers the seed "
+        "and the image noise together; p: twice the smaller share of resampled differences "
+        "on either side of zero. Verdict: better or worse where Holm's adjusted p is below "
+        f"{ALPHA:.2f} (every pair of a level with two runs or more on each side is one "
+        "family), otherwise not distinguishable at the numbers of runs given. A method "
+        "with one run has no seed interval and gets no verdict (no other method's seed "
+        "variance stands in for its own). Each level's own tables, with Welch's t and the "
+        "image bootstrap as detail: `<level>/table1.md`, `<level>/table2.md`."
+    )
+    lines += [note, ""]
+    payload = {
+        "levels": names, "reference": reference, "methods": methods,
+        "confidence": CONFIDENCE, "bootstrap_resamples": RESAMPLES, "alpha": ALPHA,
+        "correction": "holm, over each level's tested pairs",
+        "val_miou": values,
+        "pairs": {name: [{**{k: v for k, v in row.items() if k != "interval"},
+                          "interval": _serial(row["interval"]),
+                          "p": None if math.isnan(row["p"]) else row["p"],
+                          "p_holm": None if math.isnan(row["p_holm"]) else row["p_holm"]}
+                         for row in level] for name, level in zip(names, pairs, strict=True)},
+    }  # fmt: skip
+    return "\n".join(lines), payload
+
+
+def write_levels(
+    levels: Sequence[tuple[str, dict[str, dict]]], out: Path, *, reference: str,
+    axes: Sequence[str] = (),
+) -> tuple[Path, Path]:  # fmt: skip
+    """Writes ``table_levels.md`` and ``table_levels.json`` in `out`: `levels_table` of
+    the grid's cells (name, `experiments.table1.collect` results), under the ``--grid``
+    axes that made them."""
+    text, payload = levels_table(levels, reference)
+    grid = " ".join(f"`{axis}`" for axis in axes)
+    md = out / "table_levels.md"
+    write_file(md, f"# Val mIoU (%) across the levels of {grid or 'the grid'}\n\n{text}")
+    js = out / "table_levels.json"
+    write_file(js, json.dumps({"grid": list(axes), **payload}, indent=1) + "\n")
+    return md, js
