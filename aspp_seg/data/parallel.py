@@ -50,7 +50,11 @@ def parallel_map(
 
 
 def ignore_ctrl_c(worker_id: int = 0) -> None:
-    """A DataLoader ``worker_init_fn``: data workers leave Ctrl-C to the main process,
-    which stops them as it shuts down. A terminal's SIGINT reaches every process of the
-    group, and each worker would otherwise print a KeyboardInterrupt traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """A DataLoader ``worker_init_fn``: data workers leave Ctrl-C, SIGTERM and SIGUSR1 to
+    the main process, which stops at its next step or batch and shuts them down (torch
+    ends the workers of a main process that died). A terminal's SIGINT and SLURM's SIGTERM
+    at preemption reach every process of the job: a worker would otherwise print a
+    KeyboardInterrupt traceback, or die and stop the main process with a "DataLoader
+    worker ... killed by signal" traceback before it saves its step."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)

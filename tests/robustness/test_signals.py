@@ -167,9 +167,10 @@ def test_lightnings_slurm_requeue_keeps_sigusr1(monkeypatch):
 # --- signals from outside, to a real process ---
 
 
-def _fit(config: Path, max_steps: int) -> list[str]:
+def _fit(config: Path, max_steps: int, workers: int = 0) -> list[str]:
     return [sys.executable, "-m", "aspp_seg.cli", "fit", "--config", str(config), *STEPS,
-            "--trainer.max_steps", str(max_steps)]  # fmt: skip
+            "--trainer.max_steps", str(max_steps),
+            "--data.init_args.num_workers", str(workers)]  # fmt: skip
 
 
 def _logged_steps(run: Path) -> list[int]:
@@ -193,33 +194,36 @@ TOTAL = 8
 """Steps of the run (2 epochs); the signal comes after 2 (SIGTERM) or 4 (kill -9: the
 first epoch's last.ckpt), and the same command with --ckpt_path last trains the rest."""
 
-# (signal, when to send it, exit status, last line (\1: the step reached), resume: whether
-# the same command with --ckpt_path last runs after it; tests/training/test_resume.py
-# resumes a killed run and compares it with a whole one step for step)
+# (signal, when to send it, data workers, exit status, last line (\1: the step reached),
+# resume: whether the same command with --ckpt_path last runs after it). SIGTERM goes to
+# the whole process group, data workers included, as SLURM sends it at preemption;
+# tests/training/test_resume.py resumes a killed run and compares it step for step.
 OUTSIDE = [
-    (signal.SIGTERM, _stepped, 143,
+    (signal.SIGTERM, _stepped, 2, 143,
      r"^aspp-seg: error: terminated at step (\d+) \(SIGTERM\); \S+last\.ckpt holds step \1; "
      r"run the same command with --ckpt_path last$", True),
-    (signal.SIGKILL, _checkpointed, -signal.SIGKILL, r"()", False),
+    (signal.SIGKILL, _checkpointed, 0, -signal.SIGKILL, r"()", False),
 ]  # fmt: skip
 
 
-def _stop(work: Path, config: Path, run: Path, signum, ready, status, line, resume) -> None:
-    """``aspp-seg fit`` in `work` (a new `run`), `signum` once `ready(run)`; checks its exit
-    status, last line and last.ckpt."""
+def _stop(work: Path, config: Path, run: Path, signum, ready, workers, status, line,
+          resume) -> None:  # fmt: skip
+    """``aspp-seg fit`` in `work` (a new `run`), `signum` to its process group once
+    `ready(run)`; checks its exit status, last line and last.ckpt."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(_fit(config, TOTAL), cwd=work, env=env, text=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(_fit(config, TOTAL, workers), cwd=work, env=env, text=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 150
         while not ready(run) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert process.poll() is None, f"{signum.name}: fit ended before the signal"
-        process.send_signal(signum)
+        os.killpg(process.pid, signum)
         _, err = process.communicate(timeout=150)
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
     said = f"{signum.name}: exit {process.returncode}\n{err[-3000:]}"
     assert process.returncode == status, said
     assert "Traceback" not in err, said
@@ -233,11 +237,11 @@ def _stop(work: Path, config: Path, run: Path, signum, ready, status, line, resu
 
 
 def test_stopped_from_outside_then_resumed_every_step_logged_once(ws, tmp_path, run_cli):
-    """A real ``aspp-seg fit`` process: SIGTERM ends it at the next step with exit status
-    143, one line and last.ckpt for that step, and ``--ckpt_path last`` then finishes the
-    run in the same folder, every step logged once; kill -9 leaves the first epoch's
-    last.ckpt whole. The two processes run side by side (each waited on in a thread); the
-    resume runs in this process."""
+    """A real ``aspp-seg fit`` process: SIGTERM to it and its data workers ends it at the
+    next step with exit status 143, one line and last.ckpt for that step, and
+    ``--ckpt_path last`` then finishes the run in the same folder, every step logged once;
+    kill -9 leaves the first epoch's last.ckpt whole. The two processes run side by side
+    (each waited on in a thread); the resume runs in this process."""
     lanes = []
     for (signum, *row), work in zip(OUTSIDE, (ws.work, tmp_path / "other"), strict=True):
         work.mkdir(exist_ok=True)
@@ -250,11 +254,11 @@ def test_stopped_from_outside_then_resumed_every_step_logged_once(ws, tmp_path, 
         for done in [pool.submit(_stop, *lane) for lane in lanes]:
             done.result()
 
-    for work, config, run, signum, *_, resume in lanes:
+    for work, config, run, signum, _, workers, *_, resume in lanes:
         if not resume:
             continue
-        resumed = run_cli("fit", "--config", str(config), *STEPS, "--trainer.max_steps",
-                          str(TOTAL), "--ckpt_path", "last", cwd=work)  # fmt: skip
+        command = _fit(config, TOTAL, workers)[3:]  # the same command, in this process
+        resumed = run_cli(*command, "--ckpt_path", "last", cwd=work)
         assert resumed.returncode == 0, f"{signum.name}, resumed: {resumed.stderr[-3000:]}"
         assert sorted(run.parent.iterdir())[-1] == run  # the same run, not a new one
         assert _step(run / "checkpoints" / "last.ckpt") == TOTAL
