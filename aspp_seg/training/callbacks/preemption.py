@@ -16,7 +16,9 @@ dies). `Preemption`:
 - says in one line where the run stopped and how to go on (the CLI raises `Terminated`,
   exit status 128 + the signal's number: 143 for SIGTERM, 138 for SIGUSR1).
 
-Per step it costs nothing new: the step-boundary check is Lightning's own attribute read.
+It has no hook in the training step: the check there is Lightning's own read of
+``trainer.received_sigterm``. Lightning's predict loop lacks that check; it gets the
+same one here (one attribute read a batch).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class Preemption(Callback):
         # before Lightning registers its own (just before the loop): it keeps ours
         # beside its SIGTERM handler, and installs its SLURM SIGUSR1 handler only
         # where none is set, so ours stays off that signal then
-        self._trainer = trainer
+        self._trainer, self.received, self.saved = trainer, None, None
         for signum in SIGNALS:
             current = signal.getsignal(signum)
             if signum == signal.SIGUSR1 and (
