@@ -28,11 +28,18 @@ def parallel_map(
     items (starting processes would cost more than the work); otherwise in a pool of
     `workers` forked processes, created before the progress bar's monitor thread so
     that no thread is forked. `function` must be a module-level function.
+
+    The workers take the default action of SIGTERM and SIGUSR1 back (`_worker_signals`):
+    a fork inherits the parent's Python handlers, and a fit's handlers (Lightning's,
+    `Preemption`) only set a flag, so the pool's own stop (SIGTERM to each worker) left a
+    worker alive and the fit waiting for it forever.
     """
     pool = None
     results: Iterable[R]
     if workers > 1 and len(items) >= serial_below:
-        pool = multiprocessing.get_context("fork").Pool(min(workers, len(items)))
+        pool = multiprocessing.get_context("fork").Pool(
+            min(workers, len(items)), initializer=_worker_signals
+        )
         chunk = max(1, len(items) // (8 * workers))
         results = pool.imap_unordered(function, items, chunksize=chunk)
     else:
@@ -47,6 +54,13 @@ def parallel_map(
         if pool is not None:
             pool.terminate()
             pool.join()
+
+
+def _worker_signals() -> None:
+    """A pool worker: Ctrl-C is the parent's to handle; SIGTERM and SIGUSR1 end it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def ignore_ctrl_c(worker_id: int = 0) -> None:

@@ -1,0 +1,39 @@
+"""`parallel_map`'s pool stops when its work is done, whatever signal handlers the
+process that started it has (a fit's SIGTERM handlers only set a flag)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+PROGRAM = textwrap.dedent(
+    """
+    import signal
+    import time
+
+    from aspp_seg.data.parallel import parallel_map
+
+    # what Lightning and aspp-seg's Preemption install for a fit: a flag, no exit
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGUSR1, lambda *_: None)
+    # the first item returns at once; both workers are then asleep in a long item when
+    # the caller stops reading, and the pool stops them with SIGTERM
+    results = parallel_map(time.sleep, [0, 120, 120] + [0] * 20, workers=2, desc="test")
+    next(results)
+    start = time.monotonic()
+    results.close()
+    print(f"stopped in {time.monotonic() - start:.1f} s")
+    """
+)
+
+
+def test_the_pool_ends_although_the_parent_catches_sigterm():
+    """The pool ends its workers with SIGTERM; a worker that kept the parent's handler
+    lived on and the caller waited for it forever (seen as a fit stuck after its class
+    histogram)."""
+    result = subprocess.run(
+        [sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=60
+    )  # the workers' items sleep 120 s: a worker that ignores SIGTERM times this out
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("stopped in"), result.stdout
