@@ -12,7 +12,10 @@ dies). `Preemption`:
   ``auto_requeue``: it writes ``hpc_ckpt_<n>.ckpt`` and requeues the job) or where the
   process already had a handler for it;
 - when the loop stops (`on_exception`), writes ``last.ckpt`` for the step reached through
-  every `ModelCheckpoint` that keeps one (the file ``--ckpt_path last`` resumes);
+  every `ModelCheckpoint` that keeps one (the file ``--ckpt_path last`` resumes). Not on
+  several processes (DDP): Lightning's end-of-step check is per process, so they may stop
+  one step apart, and a checkpoint's collectives would then wait for each other forever;
+  the line names the newest ``last.ckpt`` instead;
 - says in one line where the run stopped and how to go on (the CLI raises `Terminated`,
   exit status 128 + the signal's number: 143 for SIGTERM, 138 for SIGUSR1).
 
@@ -128,6 +131,11 @@ class Preemption(Callback):
             self.received = signal.SIGTERM  # Lightning's handler alone saw it
         if trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run:
             return
+        if trainer.world_size > 1:
+            # the processes may stop at different steps (Lightning's end-of-step check is
+            # per process): a checkpoint's collectives would then wait for each other
+            # forever. The newest checkpoint stays the one to resume from.
+            return
         for callback in trainer.checkpoint_callbacks:
             if not isinstance(callback, ModelCheckpoint) or not callback.save_last:
                 continue
@@ -156,5 +164,18 @@ class Preemption(Callback):
             path, saved = self.saved
             hint = f"{path} holds step {saved}; run the same command with --ckpt_path last"
         else:
-            hint = "no last.ckpt was written (no ModelCheckpoint with save_last)"
+            why = ("a run on several processes writes none on a signal" if trainer.world_size > 1
+                   else "no ModelCheckpoint keeps one (save_last)")  # fmt: skip
+            hint = f"no last.ckpt for this step ({why}); {_newest(trainer)}"
         return Terminated(f"terminated at step {step} ({name}); {hint}", signum)
+
+
+def _newest(trainer: Trainer) -> str:
+    """Where a stopped run can go on from: its newest ``last.ckpt``, if any."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.last_model_path:
+            step = callback._last_global_step_saved  # 0: none written since a resume
+            at = f" (step {step})" if step else ""
+            return (f"the newest is {callback.last_model_path}{at}: run the same command "
+                    "with --ckpt_path last to resume from it")  # fmt: skip
+    return "none was written: the same command starts the run again"
