@@ -129,6 +129,37 @@ def evaluate_pairs(
     return scores(confusion), confusion
 
 
+def evaluate_boundaries(
+    pairs: Sequence[tuple[Path, Path]], fmt: EvalFormat, *, workers: int | None = None
+) -> dict:
+    """Boundary IoU (d = 2% of each image's diagonal) and the trimap IoU of matched files
+    (`aspp_seg.evaluation.boundary`, as validate and test count them): the ``boundary``
+    and ``trimap`` entries of their results. Run after `evaluate_pairs`, which checks
+    the files; unlike it, this imports torch (``aspp-seg evaluate --boundary``).
+    """
+    from aspp_seg.data.io import read_label
+    from aspp_seg.evaluation.boundary import (
+        TRIMAP_WIDTHS,
+        describe_distance,
+        label_file_counts,
+        summarize,
+    )
+
+    classes = len(fmt.class_names)
+
+    def count(pair: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        gt, pred = read_label(pair[0]), read_label(pair[1])
+        truth, prediction = fmt.truth.lut[gt], fmt.prediction.lut[pred]
+        return (*label_file_counts(prediction, truth, classes), gt.shape[:2])
+
+    boundary, trimap, sizes = 0, 0, set()
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for image_boundary, image_trimap, size in pool.map(count, pairs):
+            boundary, trimap = boundary + image_boundary, trimap + image_trimap
+            sizes.add(size)
+    return summarize(boundary, trimap, TRIMAP_WIDTHS, describe_distance(sizes))
+
+
 def evaluate_folders(
     gt_dir: str | Path,
     pred_dir: str | Path,

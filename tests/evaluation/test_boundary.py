@@ -283,3 +283,43 @@ def test_label_files_count_as_the_metric_with_void_predictions_apart():
     summary = summarize(boundary, trimap, (2, 4, 8, 16), "1 px")
     assert summary["boundary"]["iou"] == pytest.approx(boundary_iou(boundary)["iou"])
     assert summary["trimap"]["iou"][3] == pytest.approx(scores(wide)["iou"])
+
+
+def test_validate_and_evaluate_count_the_same_boundaries(
+    tiny_cityscapes, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """``aspp-seg validate`` and ``aspp-seg evaluate --boundary`` on the label files that
+    ``aspp-seg predict`` writes give the same Boundary IoU and trimap counts."""
+    import json
+    import shutil
+
+    from aspp_seg.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, checkpoint)
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    args = ["--config", str(demo), "--data.init_args.root", str(tiny_cityscapes),
+            "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
+            "--model.net.init_args.aspp.init_args.channels", "16",
+            "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]",
+            "--ckpt_path", str(checkpoint)]  # fmt: skip
+    main(["validate", *args])
+    validated = tmp_path / "run" / "validate" / "last"
+    predictions = tmp_path / "predictions"
+    main(["predict", *args, "--predict_dir", str(predictions),
+          "--trainer.default_root_dir", str(tmp_path / "predict_run")])  # fmt: skip
+    out = tmp_path / "scores"
+    main(["evaluate", "--gt", str(tiny_cityscapes / "gtFine" / "val"),
+          "--pred", str(predictions / "labelIds"), "--format", "cityscapes", "--boundary",
+          "--out", str(out), "--json", str(tmp_path / "scores.json")])  # fmt: skip
+    boundary = np.load(validated / "val_boundary_counts.npy")
+    assert boundary[:, 1].sum() > 0
+    assert (np.load(out / "evaluate_boundary_counts.npy") == boundary).all()
+    trimap = np.load(out / "evaluate_trimap_confusion.npy")  # W x C x (C + 1): void last
+    assert trimap[..., -1].sum() == 0
+    assert (trimap[..., :-1] == np.load(validated / "val_trimap_confusion.npy")).all()
+    summary = json.loads((tmp_path / "scores.json").read_text())
+    assert summary["boundary_miou"] == pytest.approx(boundary_iou(boundary)["miou"])
+    assert list(summary["trimap_miou"]) == ["2", "4", "8", "16"]
