@@ -94,14 +94,17 @@ def test_other_data_sets_get_seed_means_and_the_comparison_to_the_reference():
     t1 = tables.table1(results, study).splitlines()
     assert _cells(t1[0])[2:] == [*CAMVID_CLASSES, "mIoU"]
     rows = [_cells(line) for line in t1[2:]]
-    assert [r[:2] for r in rows] == [
+    assert [r[:2] for r in rows] == [  # a variant's mean, then each of its runs
         ["DL-1", "mean ± sd, 3 seeds"],
+        *(["DL-1", f"dl1_seed{seed}"] for seed in range(3)),
         ["DL-2", "mean ± sd, 3 seeds"],
+        *(["DL-2", f"dl2_seed{seed}"] for seed in range(3)),
         ["DL-4", "this run (dl4_seed0)"],
         ["DL-4", "dl4_seed1: failed: training dl4_seed1 failed (exit status 1): loss is NaN"],
     ]
     assert rows[0][2] == "86.00 ± 6.00" and rows[0][3] == "50.00 ± 0.00"
-    assert rows[0][-1] == "42.00 ± 2.00" and rows[3][2:] == ["-"] * 12
+    assert rows[0][-1] == "42.00 ± 2.00" and rows[-1][2:] == ["-"] * 12
+    assert [row[-1] for row in rows[1:4]] == ["40.00", "42.00", "44.00"]
     t2 = tables.table2(results, study).splitlines()
     assert _cells(t2[0]) == ["Method", "steps", "train time", "train mIoU", "val mIoU"]
     assert _cells(t2[7]) == ["DL-2 (dl2_seed2)", "225", "1.0 min", "68.00", "58.00"]
