@@ -88,6 +88,7 @@ import numpy as np
 import yaml
 from jsonargparse import ArgumentParser
 
+from aspp_seg.data.io import write_file
 from aspp_seg.errors import ConfigError, Interrupted, RunFailed, Terminated, UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,20 +116,6 @@ class FolderInUse(UserError):
     nothing is wrong with the command, it can run once the other has ended."""
 
     exit_code = 1
-
-
-def write_file(path: Path, content: str | bytes) -> None:
-    """Writes `path` through a temporary file beside it and an atomic rename, so that a
-    kill or a full disk leaves the previous file or none, never a part of one."""
-    staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        if isinstance(content, bytes):
-            staged.write_bytes(content)
-        else:
-            staged.write_text(content)
-        os.replace(staged, path)
-    finally:
-        staged.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

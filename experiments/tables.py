@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from aspp_seg.data.io import write_file
 from aspp_seg.data.labels import TABLE1_COLUMNS
 from aspp_seg.errors import ConfigError
 from experiments import stats
 from experiments.study import StudyRow, load_study
-from experiments.table1 import write_file
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000

@@ -26,6 +26,7 @@ anything is written).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Iterable, Iterator
@@ -157,22 +158,56 @@ def read_label(path: str | Path) -> np.ndarray:
 
 
 @contextmanager
-def replacing(path: str | Path) -> Iterator[Path]:
-    """A temporary file beside `path` (same suffix, so writers that pick the format from
-    the name still do) that replaces `path` only when the block ends without an
-    exception; otherwise it is removed and `path` stays as it was.
+def replacing(path: str | Path, *, keep_suffix: bool = True, sync: bool = False) -> Iterator[Path]:
+    """A temporary file beside `path` that replaces `path` only when the block ends without
+    an exception; otherwise it is removed and `path` stays as it was. The one way files
+    are written here (results, configs, checkpoints, the sweep's records), so that a kill
+    or a full disk leaves the previous file or none, never a part of one.
 
     The folder of `path` is created if missing.
+
+    Args:
+        path: the file to write.
+        keep_suffix: the temporary file ends as `path` does, so that writers that pick the
+            format from the name still do; False: it ends in ``.partial``, so that what a
+            kill -9 leaves behind matches no search for ``*.ckpt``.
+        sync: the file's bytes reach the disk before the rename, and the rename before
+            the block returns (checkpoints: a power cut leaves the old one or the new one).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # named, not mkstemp'd: the file keeps the permissions a plain new file gets
-    staged = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    pid = os.getpid()
+    staged = path.with_name(
+        f".{path.stem}.{pid}.partial{path.suffix}" if keep_suffix else f".{path.name}.{pid}.partial"
+    )
     try:
         yield staged
+        if sync:
+            _fsync(staged)
         os.replace(staged, path)
+        if sync:
+            with contextlib.suppress(OSError):  # not every system lets a folder be synced
+                _fsync(path.parent)
     finally:
         staged.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_file(path: str | Path, content: str | bytes) -> None:
+    """`content` into `path` through `replacing`."""
+    with replacing(path) as staged:
+        if isinstance(content, bytes):
+            staged.write_bytes(content)
+        else:
+            staged.write_text(content)
 
 
 def refuse_overwriting(

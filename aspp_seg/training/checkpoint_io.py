@@ -14,7 +14,6 @@ every trainer it builds (`use_safe_checkpoint_io`).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import pickle
@@ -27,6 +26,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.plugins.io.wrapper import _WrappingCheckpointIO
 
+from aspp_seg.data.io import replacing
 from aspp_seg.errors import ConfigError, FileSystemError, file_system_cause
 from aspp_seg.evaluation.checkpoints import read_checkpoint, refused
 
@@ -48,24 +48,19 @@ class SafeCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
-        # not `aspp_seg.data.io.replacing`, which keeps the suffix: what a kill -9 leaves
-        # behind must not match the `*.ckpt` that load_model and the resume look for
-        staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(staged, "wb") as file:
+            # the temporary name does not end in .ckpt: what a kill -9 leaves behind must
+            # not match the `*.ckpt` that load_model and the resume look for
+            with (
+                replacing(path, keep_suffix=False, sync=True) as staged,
+                open(staged, "wb") as file,
+            ):
                 torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())  # on the disk before it replaces the old file
-            os.replace(staged, path)
-            _sync_folder(path.parent)
         except (OSError, RuntimeError) as error:  # torch.save: a RuntimeError from an OSError
             cause = file_system_cause(error)
             if cause is None:
                 raise
             raise FileSystemError.of(cause, "write checkpoint", path) from None
-        finally:
-            staged.unlink(missing_ok=True)
 
     def load_checkpoint(
         self,
@@ -94,17 +89,6 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 def _is_local(path: str | Path) -> bool:
     return "://" not in str(path)  # a URL (s3://, file://, ...) goes through fsspec
-
-
-def _sync_folder(folder: Path) -> None:
-    """Makes the rename in `folder` survive a power cut, where the system lets a folder be
-    synced (the file itself is complete either way)."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def use_safe_checkpoint_io(trainer: Trainer) -> None:

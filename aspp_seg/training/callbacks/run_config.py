@@ -3,13 +3,13 @@ over the run's own when it is resumed."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from aspp_seg.data.io import write_file
 from aspp_seg.errors import ConfigError
 from aspp_seg.evaluation.checkpoints import CHECKPOINT_KEY
 from aspp_seg.training.resume import RESUME_FLAG
@@ -72,7 +72,7 @@ class RunConfigCallback(SaveConfigCallback):
             path.parent.mkdir(parents=True, exist_ok=True)
             config = self.config.clone()
             config.pop(RESUME_FLAG, None)  # a switch of this command, not a setting of the run
-            _write_atomic(path, self.parser.dump(config, skip_unset=False))
+            write_file(path, self.parser.dump(config, skip_unset=False))
             self.save_config(trainer, pl_module, stage)
         self.already_saved = trainer.strategy.broadcast(True)
 
@@ -97,17 +97,6 @@ class RunConfigCallback(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and logger.version is not None:
                 own["wandb_id"] = str(logger.version)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """`text` into `path` through a temporary file in the same folder and a rename."""
-    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        staged.write_text(text)
-        os.replace(staged, path)
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
 
 
 def _refuse_another_run(config: Path) -> None:
