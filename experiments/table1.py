@@ -865,8 +865,25 @@ def fit_record(plan: RunPlan) -> dict | None:
 
 
 def _mark_finished(plan: RunPlan, steps: int) -> None:
-    record = {"steps": steps, "budget": plan.steps, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {"steps": steps, "budget": plan.steps, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "code": code_version()}  # fmt: skip
     write_file(plan.folder / "fit" / FINISHED, json.dumps(record) + "\n")
+
+
+def code_version() -> str | None:
+    """The commit of the code that runs (``<sha>``, ``<sha>+changes`` when tracked files
+    differ from it), for each run's record; None outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{sha}+changes" if changed else sha
 
 
 def _abandoned(fit: Path) -> bool:

@@ -370,6 +370,8 @@ def test_a_real_grid_killed_and_rerun_gives_every_cell_once(tmp_path):
     for cell in cells:
         record = json.loads((cell / "fit" / runner.FINISHED).read_text())
         assert record["steps"] == runner.TINY_STEPS
+        assert record["code"] == runner.code_version()  # the commit that trained it
+        assert record["code"] is None or record["code"].startswith(_head())
         assert (cell / "eval" / runner.PER_IMAGE).is_file()
     for cell, mtime in finished.items():  # not retrained
         assert (cell / "fit" / runner.FINISHED).stat().st_mtime_ns == mtime
@@ -380,3 +382,21 @@ def test_a_real_grid_killed_and_rerun_gives_every_cell_once(tmp_path):
     text = (out / "table_levels.md").read_text()
     assert _cells(text.splitlines()[2]) == ["Method", *LEVELS]
     assert re.search(r"^\| DL-2 \| .*\(n = 1\) \| .*\(n = 1\) \|$", text, re.MULTILINE), text
+
+
+def _head() -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+
+
+def test_a_finished_run_records_the_commit_that_trained_it(tmp_path):
+    """finished.json names the code's commit (``+changes`` when tracked files differ), so
+    that a sweep's records say which code made them."""
+    from types import SimpleNamespace
+
+    (tmp_path / "fit").mkdir()
+    runner._mark_finished(SimpleNamespace(folder=tmp_path, steps=4), 4)
+    record = json.loads((tmp_path / "fit" / runner.FINISHED).read_text())
+    assert record["steps"] == 4 and record["budget"] == 4
+    head = _head()
+    assert head and record["code"] in (head, f"{head}+changes")
