@@ -17,9 +17,11 @@ known to help, ``True`` to insist (an error says why where it cannot work) and
 - gradient checkpointing of the backbone: off unless asked (trades about a third more
   compute for much less activation memory, for full-resolution OS8 training).
 
-The Trainer carries the rest: ``precision: bf16-mixed`` and ``benchmark: true``
-(cudnn.benchmark) in ``configs/trainer/*.yaml``; Lightning already copies batches with
-``non_blocking=True`` to CUDA, which overlaps with compute when the loader pins memory.
+The Trainer carries the rest: ``precision`` (``bf16-mixed`` for GPUs in
+``configs/trainer/ddp.yaml``; left unset, `aspp_seg.training.precision` chooses
+``bf16-mixed`` on a CPU that computes bf16 natively, AVX512-BF16 or AMX, and float32
+elsewhere) and ``benchmark: true`` (cudnn.benchmark); Lightning already copies batches
+with ``non_blocking=True`` to CUDA, which overlaps with compute when the loader pins memory.
 
 The callbacks `FastPaths` and `LRScaling` apply these; this module imports nothing from
 Lightning, so the functions also serve plain PyTorch loops and the benchmarks.
