@@ -46,6 +46,7 @@ from aspp_seg.training.callbacks import (
 from aspp_seg.training.checkpoint_io import check_run_folders, use_safe_checkpoint_io
 from aspp_seg.training.determinism import check_deterministic
 from aspp_seg.training.module import SegmentationModule
+from aspp_seg.training.precision import choose_precision
 from aspp_seg.training.resume import (
     RESUME_FLAG,
     FolderSnapshot,
@@ -207,6 +208,8 @@ class AsppSegCLI(LightningCLI):
             check_fit_settings(config)
         # `--ckpt_path last | best`: the experiment's checkpoint, not the new folder's
         resumed = resolve_last(config, continue_run=fit)
+        # unset precision: the checkpoint's run's, else bf16-mixed on a CPU with native bf16
+        choose_precision(config)
         # a resume goes on with the run's settings, or says which ones differ
         self._resume = check_resume(self._parser("fit"), config) if fit else None
         if resumed is not None and fit:
