@@ -43,7 +43,9 @@ def is_file_path(ckpt_path: object) -> bool:
     return text not in SPECIAL_PATHS and not text.startswith("registry")
 
 
-def read_checkpoint(path: str | Path, *, map_location: object = "cpu") -> dict:
+def read_checkpoint(
+    path: str | Path, *, map_location: object = "cpu", setting: str = "--ckpt_path"
+) -> dict:
     """The checkpoint at `path` as data, memory-mapped (tensors are read only when used).
 
     It is loaded with ``torch.load(weights_only=True)`` and nothing else: a checkpoint
@@ -55,6 +57,7 @@ def read_checkpoint(path: str | Path, *, map_location: object = "cpu") -> dict:
     Args:
         path: the ``.ckpt`` file.
         map_location: where tensors go (`torch.load`'s argument).
+        setting: the setting that named the file, for errors (``--model.init_weights``).
 
     Raises:
         ConfigError: naming `path` when it is missing, a folder, not a Lightning
@@ -64,30 +67,30 @@ def read_checkpoint(path: str | Path, *, map_location: object = "cpu") -> dict:
 
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"--ckpt_path {path}: no such file")
+        raise ConfigError(f"{setting} {path}: no such file")
     if path.is_dir():
-        raise ConfigError(f"--ckpt_path {path} is a folder; give a .ckpt file in it")
+        raise ConfigError(f"{setting} {path} is a folder; give a .ckpt file in it")
     try:
         state = _load_weights_only(path, map_location)
     except pickle.UnpicklingError as error:
         if "Weights only load failed" not in str(error):
-            raise _not_a_checkpoint(path, error) from None
+            raise _not_a_checkpoint(path, error, setting) from None
         raise refused(path, error) from None
     except RuntimeError as error:
         if "mmap can only be used" not in str(error):
-            raise _not_a_checkpoint(path, error) from None
+            raise _not_a_checkpoint(path, error, setting) from None
         raise ConfigError(
-            f"--ckpt_path {path} is not a PyTorch checkpoint (not the zip format that "
+            f"{setting} {path} is not a PyTorch checkpoint (not the zip format that "
             "torch.save and Lightning write)"
         ) from None
     except OSError as error:
         if error.errno is None:  # torch's own "not a checkpoint" errors
-            raise _not_a_checkpoint(path, error) from None
+            raise _not_a_checkpoint(path, error, setting) from None
         raise ConfigError(f"cannot read checkpoint {path}: {error.strerror}") from None
     except (EOFError, ValueError) as error:
-        raise _not_a_checkpoint(path, error) from None
+        raise _not_a_checkpoint(path, error, setting) from None
     if not isinstance(state, dict) or "state_dict" not in state:
-        raise ConfigError(f"--ckpt_path {path} is not a Lightning checkpoint (no state_dict)")
+        raise ConfigError(f"{setting} {path} is not a Lightning checkpoint (no state_dict)")
     return state
 
 
@@ -141,10 +144,10 @@ def _function(name: str):
     return getattr(importlib.import_module(module), attribute)
 
 
-def _not_a_checkpoint(path: Path, error: Exception) -> ConfigError:
+def _not_a_checkpoint(path: Path, error: Exception, setting: str) -> ConfigError:
     text = str(error).strip()
     first = text.splitlines()[0] if text else type(error).__name__
-    return ConfigError(f"--ckpt_path {path} is not a PyTorch checkpoint ({first[:160]})")
+    return ConfigError(f"{setting} {path} is not a PyTorch checkpoint ({first[:160]})")
 
 
 def run_config(path: str | Path, state: dict) -> Path | None:

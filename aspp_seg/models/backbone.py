@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import timm
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from aspp_seg.errors import ConfigError
 from aspp_seg.models.layers import NormLayer, set_dilation
+from aspp_seg.models.weights import check_backbone_weights, read_state_dict
 
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -30,7 +32,10 @@ class TimmBackbone(nn.Module):
 
     Args:
         name: timm model name, e.g. ``resnet101`` or ``resnet50d``.
-        pretrained: load timm's ImageNet weights (needs network or a filled cache).
+        pretrained: True: timm's ImageNet weights (needs network or a filled cache);
+            a path: a timm checkpoint of this backbone, ``.pth`` (read with
+            ``weights_only=True``) or ``.safetensors``, its classifier optional
+            (`aspp_seg.models.weights`); False: random weights.
         output_stride: ratio of input size to the last feature map: 8, 16 or 32.
         multi_grid: unit rates of the blocks of the last stage (DeepLabv3's
             multi-grid, e.g. (1, 2, 4)); each block's dilation becomes the stage's
@@ -43,7 +48,7 @@ class TimmBackbone(nn.Module):
         self,
         name: str = "resnet101",
         *,
-        pretrained: bool = True,
+        pretrained: bool | str | Path = True,
         output_stride: int = 16,
         multi_grid: Sequence[int] | None = None,
         norm_layer: NormLayer = nn.BatchNorm2d,
@@ -58,13 +63,19 @@ class TimmBackbone(nn.Module):
             self._create_kwargs["out_indices"] = tuple(out_indices)
         if norm_layer is not nn.BatchNorm2d:
             self._create_kwargs["norm_layer"] = norm_layer
+        weights: dict = {}
         try:
+            if not isinstance(pretrained, bool):  # a file: checked before the net is built
+                state = read_state_dict(pretrained, setting="pretrained")
+                check_backbone_weights(state, name, path=pretrained, **self._create_kwargs)
+                weights = {"pretrained_cfg_overlay": {"state_dict": state}}  # timm loads it
             self.body = timm.create_model(
                 name,
-                pretrained=pretrained,
+                pretrained=bool(pretrained),
                 features_only=True,
                 output_stride=output_stride,
                 **self._create_kwargs,
+                **weights,
             )
         except TypeError as error:
             raise ConfigError(
@@ -72,7 +83,7 @@ class TimmBackbone(nn.Module):
                 "norm other than batch needs a timm model with a norm_layer argument"
             ) from error
         except (OSError, RuntimeError) as error:
-            if not pretrained:
+            if pretrained is False or weights:
                 raise
             raise ConfigError(
                 f"could not load pretrained weights for backbone {name!r} "

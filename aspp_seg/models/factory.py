@@ -34,7 +34,7 @@ def deeplabv3(
     *,
     num_classes: int = 19,
     backbone: str = "resnet101",
-    pretrained: bool = True,
+    pretrained: bool | str = True,
     output_stride: int = 16,
     multi_grid: Sequence[int] | None = None,
     aspp: ASPPFactory = ASPP,
@@ -48,7 +48,10 @@ def deeplabv3(
     Args:
         num_classes: output classes.
         backbone: timm model name (any with ``features_only`` and ``output_stride``).
-        pretrained: load timm's ImageNet weights for the backbone.
+        pretrained: the backbone's weights: true: timm's ImageNet weights (network or
+            a filled cache); a path: a timm checkpoint of the backbone (``.pth`` or
+            ``.safetensors``, see `aspp_seg.models.weights`); false: random. A whole
+            net's weights come from the module's ``init_weights``.
         output_stride: 8, 16 or 32.
         multi_grid: unit rates of the last stage's blocks, e.g. [1, 2, 4]; None: off.
         aspp: the ASPP and all its settings (`ASPP` with its defaults: DL-1's rates
@@ -66,7 +69,11 @@ def deeplabv3(
     """
     norm_type = norm_layer(norm)
     body = _body(
-        backbone, pretrained and torchvision_weights is None, output_stride, multi_grid, norm_type
+        backbone,
+        pretrained if torchvision_weights is None else False,
+        output_stride,
+        multi_grid,
+        norm_type,
     )
     head = DeepLabHead(
         feature_info=body.feature_info,
@@ -83,7 +90,7 @@ def deeplabv3(
 
 def _body(
     backbone: str,
-    pretrained: bool,
+    pretrained: bool | str,
     output_stride: int,
     multi_grid: Sequence[int] | None,
     norm_type: NormLayer,
@@ -102,7 +109,7 @@ def deeplabv3plus(
     *,
     num_classes: int = 19,
     backbone: str = "resnet101",
-    pretrained: bool = True,
+    pretrained: bool | str = True,
     output_stride: int = 16,
     multi_grid: Sequence[int] | None = None,
     aspp: ASPPFactory = ASPP,

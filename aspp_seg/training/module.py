@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, PolynomialLR
 
 from aspp_seg.errors import ConfigError
 from aspp_seg.evaluation.boundary import BoundaryScores, summarize
+from aspp_seg.evaluation.checkpoints import read_checkpoint
 from aspp_seg.evaluation.confusion import confusion_matrix_metric
 from aspp_seg.evaluation.inference import Inference
 from aspp_seg.evaluation.metrics import scores
 from aspp_seg.evaluation.reports import IoURow, iou_markdown, iou_table
+from aspp_seg.models.weights import load_net_weights, read_state_dict
 from aspp_seg.training.losses import CrossEntropyLoss
 from aspp_seg.training.param_groups import apply_lr_mults, build_param_groups, check_param_groups
 from aspp_seg.training.schedules import SchedulerFactory
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+
+INIT_WEIGHTS = "--model.init_weights"
+"""The setting that starts a whole net from a file (`load_init_weights`), named in errors."""
 
 
 def study_sgd(params: Iterable[nn.Parameter]) -> Optimizer:
@@ -105,6 +112,11 @@ class SegmentationModule(LightningModule):
             (`aspp_seg.evaluation.inference.Inference`: whole image or sliding window,
             scales, flip, and the output stride to evaluate at); None: one whole-image
             pass at the trained stride. Training always runs at the net's own stride.
+        init_weights: a file to start the whole net from (`load_init_weights`): an
+            aspp-seg checkpoint (``.ckpt``), a torchvision DeepLabV3 state dict or our
+            net's (``.pth``, ``.safetensors``); classifiers for another class count start
+            fresh. Unlike ``--ckpt_path`` (which resumes a run: optimizer, schedule,
+            step), a new run starts from these weights.
     """
 
     def __init__(
@@ -120,13 +132,15 @@ class SegmentationModule(LightningModule):
         scheduler: SchedulerFactory = poly_schedule,
         aux_weight: float = 0.4,
         inference: Inference | None = None,
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         # How to run inference is not a property of the trained weights: left out of the
         # checkpoint's hyperparameters, which LightningCLI would otherwise apply over the
         # command line when given --ckpt_path (so `--model.inference.init_args.mode slide` or
-        # `--model.inference.init_args.output_stride 8` would be lost).
-        self.save_hyperparameters(ignore=["net", "loss", "inference"])
+        # `--model.inference.init_args.output_stride 8` would be lost). Nor is the file the
+        # weights started from: a checkpoint holds the weights themselves.
+        self.save_hyperparameters(ignore=["net", "loss", "inference", "init_weights"])
         num_classes = num_classes if num_classes is not None else _classes_of(net, class_names)
         if class_names is not None and len(class_names) != num_classes:
             raise ConfigError(
@@ -134,6 +148,8 @@ class SegmentationModule(LightningModule):
             )
         if getattr(net, "num_classes", num_classes) != num_classes:
             net.reset_classifier(num_classes)
+        if init_weights is not None:  # read and checked before any data are built
+            load_init_weights(net, init_weights)
         self.inference = Inference() if inference is None else inference
         self.inference.check(net)
         check_param_groups(net, param_groups)
@@ -301,6 +317,32 @@ def boundary_result(metric: BoundaryScores) -> dict:
     return summarize(
         counts["boundary"], counts["trimap"], metric.trimap_widths, metric.describe_distance()
     )
+
+
+def load_init_weights(net: nn.Module, path: str | Path) -> None:
+    """Starts `net` from the whole net's weights in `path`, read as data.
+
+    Args:
+        net: the network, with the classifier for the classes it will train on.
+        path: an aspp-seg checkpoint (``.ckpt``: its ``net.`` tensors, EMA-averaged where
+            the run had an EMA), or a state dict (``.pth``, ``.safetensors``) of
+            torchvision's DeepLabV3 (`aspp_seg.models.port`) or of our net.
+
+    Raises:
+        ConfigError: one line naming the file when it is missing, not a weights file, or
+            holds tensors that do not fit `net` (a classifier for another number of
+            classes excepted: it starts fresh, which one log line says).
+    """
+    if Path(path).suffix == ".ckpt":
+        state = read_checkpoint(path, setting=INIT_WEIGHTS)["state_dict"]
+    else:
+        state = read_state_dict(path, setting=INIT_WEIGHTS)
+    classes = load_net_weights(net, state, source=f"{INIT_WEIGHTS} {path}")
+    if classes is not None:
+        rank_zero_info(
+            f"aspp-seg: {INIT_WEIGHTS} {path}: the classifier starts fresh for "
+            f"{classes[1]} classes (the file has {classes[0]}); every other tensor is the file's"
+        )
 
 
 def _classes_of(net: nn.Module, class_names: Sequence[str] | None) -> int:
