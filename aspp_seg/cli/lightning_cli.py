@@ -212,6 +212,9 @@ class AsppSegCLI(LightningCLI):
         choose_precision(config)
         # a resume goes on with the run's settings, or says which ones differ
         self._resume = check_resume(self._parser("fit"), config) if fit else None
+        if config.get("ckpt_path") is not None and config["model"].get("init_weights"):
+            # the checkpoint's weights replace them: a run's init file need not be kept
+            config["model"]["init_weights"] = None
         if resumed is not None and fit:
             # a resume that fails before it writes a checkpoint puts the folder back
             self._snapshot = FolderSnapshot(resumed.parent.parent)

@@ -5,6 +5,7 @@ errors. Every file is written by the test: no network."""
 
 from __future__ import annotations
 
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -189,3 +190,19 @@ def test_mismatched_keys_are_one_line(run_cli, tiny_cityscapes, tmp_path):
     )
     assert re_more(line)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_checkpoint_replaces_init_weights(run_cli, tiny_cityscapes, tiny_checkpoint, tmp_path):
+    """With --ckpt_path the checkpoint's weights replace the init file's, so a run's
+    config that names an init file no longer there still validates (and resumes)."""
+    checkpoint = tmp_path / "run.ckpt"  # a copy: the evaluation's files go beside it
+    shutil.copy(tiny_checkpoint, checkpoint)
+    result = run_cli(
+        "validate", "--config", str(DEMO), "--data.init_args.root", str(tiny_cityscapes),
+        "--data.init_args.num_workers", "0", "--model.net.init_args.aspp.init_args.channels", "16",
+        "--trainer.limit_val_batches", "1", "--trainer.logger", "false",
+        "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false",
+        "--model.init_weights", "gone.pth", "--ckpt_path", str(checkpoint),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
