@@ -1,12 +1,20 @@
-"""`SegmentationDataModule`: what every data module shares (the LightningDataModule base).
+"""The LightningDataModules: `SegmentationDataModule`, what every one shares, and the data
+modules of this package's data sets (`CityscapesDataModule`, `CamVidDataModule`,
+`FolderDataModule`, `DemoDataModule`).
 
-Its constructor holds the loader and augmentation settings (written once; subclasses
-take them as ``**kwargs``, which LightningCLI resolves from this signature, so every one
-is settable in YAML and shown by ``--print_config``), checks them, and checks the layout
-in ``__init__`` (before any model is built). A data set adds one thing: `scan`, which
-pairs images with labels and names their `LabelEncoding`; the data modules of this
-package live with their data sets in `aspp_seg.data.datasets` (one file each). Also
-shared: the cheap per-file checks on every read, augmentation presets from
+Each data set has two halves. Its file in `aspp_seg.data.datasets` says what the files
+hold (classes, palette, label encodings, scan, ``aspp-seg evaluate`` formats) in plain
+Python and numpy, so that ``evaluate`` reads it without torch or Lightning; its data
+module, here, is what fit, validate, test, predict, ``check-data`` and ``cache`` build
+from a config's ``data.class_path`` (``aspp_seg.data.CamVidDataModule``: the package
+imports this module when a config or test first asks for a data module).
+
+The base's constructor holds the loader and augmentation settings (written once;
+subclasses take them as ``**kwargs``, which LightningCLI resolves from this signature, so
+every one is settable in YAML and shown by ``--print_config``), checks them, and checks
+the layout in ``__init__`` (before any model is built). A data set adds one thing:
+`scan`, which pairs images with labels and names their `LabelEncoding`. Also shared: the
+cheap per-file checks on every read, augmentation presets from
 `aspp_seg.data.transforms`, and evaluation loaders that score at each label file's own
 size and count every image once under DDP (`UnpaddedDistributedSampler`).
 
@@ -26,8 +34,8 @@ A new data set, e.g. in ``my_data.py``::
                                 encoding=LabelEncoding.indices("MyData", 2, ignore=[255]))
 
 and ``data: {class_path: my_data.MyDataModule, init_args: {root: ...}}`` in YAML
-(`aspp_seg.data.datasets` says how to put the data set's classes and ``evaluate``
-format in the same file).
+(`aspp_seg.data.datasets` says how to give the data set's classes and ``evaluate``
+format too).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -44,7 +53,7 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from aspp_seg.data.cache import cached_dataset
 from aspp_seg.data.dataset import SegmentationDataset, collate_eval, load_sample
-from aspp_seg.data.lazy import moved_names
+from aspp_seg.data.datasets import camvid, cityscapes, demo, folder
 from aspp_seg.data.parallel import ignore_ctrl_c
 from aspp_seg.data.predict_source import predict_loader
 from aspp_seg.data.sampler import UnpaddedDistributedSampler
@@ -388,15 +397,215 @@ class SegmentationDataModule(LightningDataModule):
         return self._loader("test", train=False)
 
 
-__getattr__ = moved_names(  # the data modules of 0.1, now one file per data set
-    globals(),
-    {
-        name: f"aspp_seg.data.datasets.{module}.{name}"
-        for module, name in (
-            ("cityscapes", "CityscapesDataModule"),
-            ("camvid", "CamVidDataModule"),
-            ("folder", "FolderDataModule"),
-            ("demo", "DemoDataModule"),
+# --- the data modules of this package's data sets (aspp_seg.data.datasets) ---
+#
+# Each data set file says what its files hold (classes, palette, encodings, scan,
+# evaluate formats) without torch; its data module, here, is what fit, validate, test,
+# predict, check-data and cache build from a config's ``data.class_path``.
+
+
+class CityscapesDataModule(SegmentationDataModule):
+    """Cityscapes: fine annotations (optionally + coarse), train for fitting, val for
+    validation and test.
+
+    Labels are read from ``*_gtFine_labelTrainIds.png`` where `aspp-seg
+    prepare-cityscapes` wrote them, else mapped from ``*_gtFine_labelIds.png``; a file
+    holding the other kind than its name says is named in the error.
+
+    Args:
+        root: folder holding ``leftImg8bit/`` and ``gtFine/`` (and ``gtCoarse/``).
+        crop_size: the study's 513 x 513 crop by default.
+        test_split: split used by ``aspp-seg test`` (Cityscapes' own test labels are
+            withheld, so ``val`` is the default).
+        coarse: add the coarse ``train_extra`` split (gtCoarse, 19,998 frames) to
+            training.
+        label_kind: ``auto``, ``labelTrainIds`` or ``labelIds``: which label files to
+            read (auto: labelTrainIds where present).
+        **kwargs: the shared settings of `SegmentationDataModule` (``train_split`` may
+            also be ``trainval``: train + val, for a test-server run).
+    """
+
+    class_names = cityscapes.CLASSES
+    palette = cityscapes.PALETTE
+
+    def __init__(
+        self,
+        root: str = "data/cityscapes",
+        *,
+        crop_size: tuple[int, int] | None = (513, 513),
+        test_split: str = "val",
+        coarse: bool = False,
+        label_kind: str = "auto",
+        **kwargs,
+    ) -> None:
+        super().__init__(crop_size=crop_size, test_split=test_split, **kwargs)
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.coarse = coarse
+        self.label_kind = label_kind
+        self._check_on_init()
+
+    def scan(self, split: str) -> Scan:
+        return cityscapes.scan_split(self.root, split, label_kind=self.label_kind)
+
+    def scan_training(self) -> Scan:
+        scan = self.scan(self.train_split)
+        if self.coarse:
+            extra = cityscapes.scan_split(
+                self.root, "train_extra", annotation="gtCoarse", label_kind=self.label_kind
+            )
+            scan = Scan(scan.samples + extra.samples, scan.problems + extra.problems)
+        return scan
+
+
+class CamVidDataModule(SegmentationDataModule):
+    """CamVid in the SegNet tutorial layout: ``train/ trainannot/ val/ valannot/ test/
+    testannot/``, 360x480 PNGs, 11 classes, label 11 (void) ignored.
+
+    Args:
+        root: the folder holding ``train/`` and ``trainannot/`` etc.
+        val_batch_size, num_workers: CamVid defaults (4 equal-sized frames, 2 workers).
+        **kwargs: the shared settings of `SegmentationDataModule`.
+    """
+
+    class_names = camvid.CLASSES
+    palette = camvid.PALETTE
+    encoding = camvid.ENCODING
+
+    def __init__(
+        self,
+        root: str = "data/camvid",
+        *,
+        val_batch_size: int = 4,
+        num_workers: int | None = 2,
+        **kwargs,
+    ) -> None:
+        super().__init__(val_batch_size=val_batch_size, num_workers=num_workers, **kwargs)
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self._check_on_init()
+
+    def scan(self, split: str) -> Scan:
+        return camvid.scan_split(self.root, split)
+
+
+class FolderDataModule(SegmentationDataModule):
+    """Your own data: an image folder and a mask folder per split, and a class YAML.
+
+    Masks are single-channel PNGs holding a class index per pixel, named like their
+    image (``images/x.jpg`` -> ``masks/x.png``). The class YAML (see
+    `aspp_seg.data.datasets.folder`) gives the names, an optional palette and the
+    ignore value.
+
+    Args:
+        root: the data set folder.
+        classes: class YAML; a relative path is read from `root`.
+        image_dir: image folder of a split, ``{split}`` replaced by the split name.
+        mask_dir: mask folder of a split, likewise.
+        mask_suffix: what replaces an image's extension in its mask's name.
+        **kwargs: the shared settings of `SegmentationDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        classes: str = "classes.yaml",
+        image_dir: str = "{split}/images",
+        mask_dir: str = "{split}/masks",
+        mask_suffix: str = ".png",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        for name, value in (("image_dir", image_dir), ("mask_dir", mask_dir)):
+            if "{split}" not in value:
+                raise ConfigError(f"data.{name}={value!r} must contain {{split}}")
+        self.root = Path(root)
+        self.image_dir = image_dir
+        self.mask_dir = mask_dir
+        self.mask_suffix = mask_suffix
+        classes_path = Path(classes) if Path(classes).is_absolute() else self.root / classes
+        self.table = folder.load_class_table(classes_path)
+        self.class_names = self.table.names
+        self.palette = self.table.palette
+        self._check_on_init()
+
+    def scan(self, split: str) -> Scan:
+        return folder.scan_folders(
+            self.root / self.image_dir.format(split=split),
+            self.root / self.mask_dir.format(split=split),
+            encoding=self.table.encoding,
+            mask_suffix=self.mask_suffix,
+            setting=f"data.root={self.root}",
         )
-    },
-)
+
+
+class DemoDataModule(CityscapesDataModule):
+    """The synthetic demo: generated on first use under `root`, then read as Cityscapes.
+
+    The generator's settings are kept beside its files (``root/.complete``); when they
+    differ from those asked for here, the set is generated again (only the files the
+    generator owns are replaced, and one line says so). A non-empty `root` that holds
+    no demo set is refused, in ``__init__``, and left untouched.
+
+    Args:
+        root: the demo folder: new, empty, or one the generator wrote.
+        num_train, num_val: frames per split to generate (>= 1, >= 0).
+        height, width: size of the generated frames (>= 1).
+        seed: generator seed (>= 0; the data set is a pure function of the settings).
+            For each generator setting, None keeps the value of the set under `root`
+            (the default, `demo.DEFAULT_SETTINGS`, when there is none yet): 240 + 60
+            frames of 128 x 256, seed 0.
+        val_batch_size, num_workers, crop_size: demo defaults (8, 2, whole frames).
+        test_split: split that ``aspp-seg test`` evaluates; ``train`` gives the study's
+            train-set mIoU (Table 2), with the evaluation transform (no augmentation).
+        **kwargs: the shared settings of `SegmentationDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/demo",
+        *,
+        num_train: int | None = None,
+        num_val: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        seed: int | None = None,
+        val_batch_size: int = 8,
+        num_workers: int | None = 2,
+        crop_size: tuple[int, int] | None = None,
+        **kwargs,
+    ) -> None:
+        requested = {
+            "num_train": num_train,
+            "num_val": num_val,
+            "height": height,
+            "width": width,
+            "seed": seed,
+        }
+        self.generator_args = {k: v for k, v in requested.items() if v is not None}
+        demo.check_settings(self.generator_args)
+        super().__init__(
+            root,
+            val_batch_size=val_batch_size,
+            num_workers=num_workers,
+            crop_size=crop_size,
+            coarse=False,
+            label_kind="auto",
+            **kwargs,
+        )
+
+    def check_layout(self) -> None:
+        if self.predict_source is not None:
+            return
+        demo.check_demo_root(self.root)
+        settings = demo.settings_to_generate(self.root, self.generator_args)
+        if settings is None:
+            super().check_layout()
+        else:  # prepare_data generates it first: its size is known already
+            self.check_training_batches(settings["num_train"])
+
+    def prepare_data(self) -> None:
+        if self.predict_source is None:
+            demo.ensure_demo(self.root, self.generator_args)

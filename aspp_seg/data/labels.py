@@ -3,9 +3,7 @@
 A data set file (`aspp_seg.data.datasets`) names the encodings its label files use
 (Cityscapes: labelIds and labelTrainIds, built from `cityscapesscripts`; CamVid: class
 indices with 11 = void); training, `check-data` and `aspp-seg evaluate` decode files
-through those same objects. The class tables themselves live in the data set files;
-their 0.1 names here (``CITYSCAPES_CLASSES``, ``CAMVID_PALETTE``, ...) still import, with
-a DeprecationWarning that names the new place.
+through those same objects. The class tables themselves live in the data set files.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from aspp_seg.data.lazy import moved_names
 from aspp_seg.errors import DataError
 
 IGNORE_INDEX = 255
@@ -126,29 +123,3 @@ def label_values(label: np.ndarray) -> np.ndarray:
     """bool[256]: which byte values occur in a uint8 label map (a fast histogram)."""
     hist = cv2.calcHist([np.ascontiguousarray(label)], [0], None, [256], [0, 256])
     return hist.ravel() > 0
-
-
-_CITYSCAPES = "aspp_seg.data.datasets.cityscapes"
-_CAMVID = "aspp_seg.data.datasets.camvid"
-__getattr__ = moved_names(
-    globals(),
-    {
-        "CITYSCAPES_CLASSES": f"{_CITYSCAPES}.CLASSES",
-        "CITYSCAPES_PALETTE": f"{_CITYSCAPES}.PALETTE",
-        "CITYSCAPES_NUM_CLASSES": f"{_CITYSCAPES}.NUM_CLASSES",
-        "TABLE1_COLUMNS": f"{_CITYSCAPES}.COLUMNS",
-        "NAME_TO_LABEL_ID": f"{_CITYSCAPES}.NAME_TO_LABEL_ID",
-        "LABEL_ID_TO_TRAIN_ID": f"{_CITYSCAPES}.LABEL_ID_TO_TRAIN_ID",
-        "TRAIN_ID_TO_LABEL_ID": f"{_CITYSCAPES}.TRAIN_ID_TO_LABEL_ID",
-        "VALID_LABEL_IDS": f"{_CITYSCAPES}.VALID_LABEL_IDS",
-        "to_train_ids": f"{_CITYSCAPES}.to_train_ids",
-        "guess_cityscapes_kind": f"{_CITYSCAPES}.guess_kind",
-        "CITYSCAPES_LABEL_IDS": f"{_CITYSCAPES}.LABEL_IDS",
-        "CITYSCAPES_TRAIN_IDS": f"{_CITYSCAPES}.TRAIN_IDS",
-        "CITYSCAPES_ENCODINGS": f"{_CITYSCAPES}.ENCODINGS",
-        "CAMVID_CLASSES": f"{_CAMVID}.CLASSES",
-        "CAMVID_PALETTE": f"{_CAMVID}.PALETTE",
-        "CAMVID_VOID": f"{_CAMVID}.VOID",
-        "CAMVID_ENCODING": f"{_CAMVID}.ENCODING",
-    },
-)

@@ -1,20 +1,29 @@
 """What a config builds, as plain JSON: the record that `test_golden_configs` compares.
 
-`describe` depends only on the built objects (no aspp-seg import), so the same code
-recorded `golden_configs.json` from the code before the config reader was unified.
+`describe_net` and `describe_data` depend only on the built objects (no aspp-seg
+import), so the same code recorded `golden_configs.json` from the code before the config
+reader was unified. Every YAML at the top of ``configs/`` has a record; the test records
+a config that has none (a new config) and drops the record of one that is gone. To
+re-record configs whose network or data pipeline changed on purpose:
+
+    python tests/cli/golden_configs.py camvid camvid_full
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
-# Every YAML in configs/ except the logger/ and trainer/ presets (and base/, which
-# runs as DL-1 and is covered by dl1).
-CONFIGS = (
-    "camvid", "camvid_full", "deeplabv3_os8", "deeplabv3plus", "demo", "dl1", "dl1_150ep",
-    "dl2", "dl3", "dl4", "folder_example", "segnet", "torchvision_reference",
-)  # fmt: skip
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).with_name("golden_configs.json")
+
+
+def configs() -> list[str]:
+    """The configs that run as they are: every YAML at the top of ``configs/`` (its
+    folders hold parts: ``base/``, ``logger/``, ``trainer/``, ``overlay/``)."""
+    return sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+
 
 # folder_example reads its class table from data.root at construction: the test points
 # it at this one instead, so that no data set has to exist.
@@ -63,30 +72,38 @@ def describe_data(datamodule) -> dict:
     }
 
 
-def record(names: list[str]) -> None:
-    """Re-records the named configs in golden_configs.json (on purpose: a config whose
-    network or data pipeline was changed deliberately, or a new config)."""
-    import tempfile
-    from pathlib import Path
-
+def build(name: str, scratch: Path):
+    """The data module and the network (on the meta device) that ``configs/<name>.yaml``
+    builds; `scratch` is a folder for the class table that folder_example reads."""
     import yaml
 
     from aspp_seg.cli.config import build_datamodule, build_net, read_config
 
-    repo = Path(__file__).resolve().parents[2]
-    path = Path(__file__).with_name("golden_configs.json")
-    golden = json.loads(path.read_text())
+    args = ["--config", str(REPO / "configs" / f"{name}.yaml")]
+    if name == "folder_example":
+        (scratch / "classes.yaml").write_text(yaml.safe_dump(FOLDER_CLASSES))
+        args += ["--data.init_args.classes", str(scratch / "classes.yaml")]
+    config = read_config(args)
+    datamodule = build_datamodule(config)  # data.root need not exist
+    return datamodule, build_net(config, num_classes=datamodule.num_classes, device="meta")
+
+
+def record(names: list[str], path: Path = GOLDEN) -> None:
+    """Records the named configs in `path` (on purpose: a config whose network or data
+    pipeline was changed deliberately, or a new config) and drops the records of
+    configs that are gone."""
+    import tempfile
+
+    from aspp_seg.data.io import write_file
+
+    golden = json.loads(path.read_text()) if path.is_file() else {}
     for name in names:
-        args = ["--config", str(repo / "configs" / f"{name}.yaml")]
-        if name == "folder_example":
-            classes = Path(tempfile.mkdtemp()) / "classes.yaml"
-            classes.write_text(yaml.safe_dump(FOLDER_CLASSES))
-            args += ["--data.init_args.classes", str(classes)]
-        config = read_config(args)
-        datamodule = build_datamodule(config)
-        net = build_net(config, num_classes=datamodule.num_classes, device="meta")
-        golden[name] = {"net": describe_net(net), "data": describe_data(datamodule)}
-    path.write_text(json.dumps(dict(sorted(golden.items())), indent=1) + "\n")
+        with tempfile.TemporaryDirectory() as scratch:
+            datamodule, net = build(name, Path(scratch))
+            golden[name] = {"net": describe_net(net), "data": describe_data(datamodule)}
+    shipped = configs()
+    kept = {name: golden[name] for name in sorted(golden) if name in shipped}
+    write_file(path, json.dumps(kept, indent=1) + "\n")
 
 
 if __name__ == "__main__":  # python tests/cli/golden_configs.py camvid camvid_full

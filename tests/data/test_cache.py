@@ -21,9 +21,9 @@ from aspp_seg.data.cache import (
     cached_dataset,
     verify_cache,
 )
+from aspp_seg.data.datamodules import DemoDataModule
 from aspp_seg.data.dataset import SegmentationDataset, load_sample
 from aspp_seg.data.datasets.cityscapes import find_samples
-from aspp_seg.data.datasets.demo import DemoDataModule
 from aspp_seg.data.transforms import eval_transform, train_transform
 from aspp_seg.errors import DataError
 

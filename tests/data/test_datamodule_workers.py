@@ -1,7 +1,6 @@
 import os
 
-from aspp_seg.data.datamodules import auto_num_workers
-from aspp_seg.data.datasets.demo import DemoDataModule
+from aspp_seg.data.datamodules import DemoDataModule, auto_num_workers
 
 
 def test_auto_workers_share_the_cores_between_devices():

@@ -1,4 +1,4 @@
-"""One file per data set: everything fit, predict and ``aspp-seg evaluate`` know about it.
+"""One file per data set: what fit, predict and ``aspp-seg evaluate`` know about its files.
 
 A data set file holds, top to bottom:
 
@@ -8,30 +8,23 @@ A data set file holds, top to bottom:
     scan               which files make a split: a `Scan` of `Sample`s and `Problem`s
     FORMATS            its ``aspp-seg evaluate --format``s (`EvalFormat`), which decode
                        files with the same encodings as training
-    the data module    a `SegmentationDataModule` subclass, made on first use
 
-In this package: `cityscapes`, `camvid`, `folder` (your own image and mask folders) and
-`demo` (the synthetic demo, read as Cityscapes). A data set of your own is one such file
-anywhere on the Python path plus a YAML: ``data: {class_path: my_data.MyDataModule}``
+The data sets of this package are the files in this folder (`names`: a new file is a new
+data set, listed nowhere else): `cityscapes`, `camvid`, `folder` (your own image and mask
+folders) and `demo` (the synthetic demo, read as Cityscapes). ``aspp-seg evaluate``
+reads their formats (`known_formats`, `find_format`).
+
+The files are plain Python and numpy: ``aspp-seg evaluate`` imports every one of them and
+must not import torch or Lightning (about 4 s; its whole command scores 30 full-size
+Cityscapes pairs faster than cityscapesscripts). Each data set's LightningDataModule,
+which subclasses Lightning's, is a plain class in `aspp_seg.data.datamodules`, which only
+the Lightning side imports.
+
+A data set of your own is one file anywhere on the Python path, laid out like these and
+holding its data module too (a top-level class; ``evaluate --format`` then imports
+Lightning for that file only), plus a YAML: ``data: {class_path: my_data.MyDataModule}``
 trains it and ``aspp-seg evaluate --format my_data`` (or ``--format path/to/my_data.py``)
 scores predictions with its ``FORMATS``; `tests/data/test_data_seam.py` adds one that way.
-
-Why the data module is made on first use: it subclasses Lightning's LightningDataModule,
-and importing Lightning takes about 4 s, while ``aspp-seg evaluate`` reads the same file
-for its classes and formats and must not import torch at all (its whole command scores
-30 full-size Cityscapes pairs faster than cityscapesscripts). So everything above the
-data module is plain Python and numpy, and the data module is an ordinary class written
-inside a builder function that imports its base; `aspp_seg.data.lazy.lazy_classes`
-makes that the module's ``__getattr__`` (PEP 562): ``from aspp_seg.data.datasets.camvid
-import CamVidDataModule`` builds it on first access, and from then on it is a module
-attribute like any other, named ``aspp_seg.data.datasets.camvid.CamVidDataModule``
-(``__module__`` and ``__qualname__`` of a top-level class), which is what pickling,
-``load_model`` and the ``class_path`` LightningCLI writes need. The other ways cost more:
-a class statement needs its base at once, so Lightning cannot be deferred inside the
-base class; two files per data set (description, data module) split what belongs
-together; a data module that is not a LightningDataModule is refused by LightningCLI and
-the Trainer. A data set file of your own may also define its data module at the top
-level; ``evaluate`` then imports Lightning for it.
 """
 
 from __future__ import annotations
@@ -52,9 +45,11 @@ from aspp_seg.errors import DataError
 if TYPE_CHECKING:
     from aspp_seg.data.labels import LabelEncoding
 
-IN_REPO = tuple(sorted(info.name for info in pkgutil.iter_modules(__path__)))
-"""The data set files of this package, by module name: every module in this folder, so
-that adding one is adding its file."""
+
+def names() -> tuple[str, ...]:
+    """The data set files of this package, by module name: every module in this folder,
+    so that adding a data set is adding its file."""
+    return tuple(sorted(info.name for info in pkgutil.iter_modules(__path__)))
 
 
 @dataclass(frozen=True)
@@ -101,17 +96,17 @@ def stem_key(path: Path) -> str:
 
 
 def in_repo(name: str) -> ModuleType:
-    """The data set file `name` of this package (one of `IN_REPO`)."""
+    """The data set file `name` of this package (one of `names`)."""
     return importlib.import_module(f"{__name__}.{name}")
 
 
 def load(source: str) -> ModuleType:
-    """A data set file: one of `IN_REPO`, a module path (``my_data``) or a ``.py`` file.
+    """A data set file: one of `names`, a module path (``my_data``) or a ``.py`` file.
 
     Raises:
         DataError: nothing importable has that name.
     """
-    if source in IN_REPO:
+    if source in names():
         return in_repo(source)
     if source.endswith(".py"):
         return _load_file(Path(source))
@@ -158,7 +153,7 @@ def formats_of(module: ModuleType) -> tuple[EvalFormat, ...]:
 
 def known_formats() -> dict[str, EvalFormat]:
     """The ``--format``s of this package's data set files, by name."""
-    return {fmt.name: fmt for name in IN_REPO for fmt in formats_of(in_repo(name))}
+    return {fmt.name: fmt for name in names() for fmt in formats_of(in_repo(name))}
 
 
 def find_format(spec: str) -> EvalFormat:
@@ -172,7 +167,7 @@ def find_format(spec: str) -> EvalFormat:
     Raises:
         DataError: naming the known formats when `spec` is none of these.
     """
-    for name in IN_REPO:
+    for name in names():
         formats = formats_of(in_repo(name))
         for fmt in formats:
             if fmt.name == spec:
@@ -219,7 +214,7 @@ def _chosen(fmt: EvalFormat, formats: Sequence[EvalFormat]) -> EvalFormat:
 def table_columns(class_names: Sequence[str]) -> list[str]:
     """Table headers for `class_names`: the short ``COLUMNS`` of the data set file of
     this package with these classes (Cityscapes: the study's Table 1), else the names."""
-    for name in IN_REPO:
+    for name in names():
         module = in_repo(name)
         columns = getattr(module, "COLUMNS", None)
         if columns is not None and tuple(module.CLASSES) == tuple(class_names):

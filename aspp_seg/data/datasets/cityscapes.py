@@ -1,6 +1,6 @@
 """Cityscapes: its 19 classes and palette, the labelIds / labelTrainIds encodings, the
-folder scan, the ``evaluate`` formats ``cityscapes`` and ``trainid``, and
-`CityscapesDataModule`.
+folder scan and the ``evaluate`` formats ``cityscapes`` and ``trainid``; its data module
+is `aspp_seg.data.datamodules.CityscapesDataModule`.
 
 The class table is built once from `cityscapesscripts.helpers.labels`; there is no
 second hand-typed copy. A label file is ``*_gtFine_labelTrainIds.png`` (written by
@@ -19,7 +19,6 @@ from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
 from aspp_seg.data.datasets import EvalFormat, stem_key
 from aspp_seg.data.labels import IGNORE_INDEX, LabelEncoding
-from aspp_seg.data.lazy import lazy_classes
 from aspp_seg.data.scan import EMPTY_SPLIT, MISSING_FOLDER, MISSING_PARTNER, Problem, Sample, Scan
 from aspp_seg.errors import ConfigError
 
@@ -247,68 +246,3 @@ FORMATS = (
         help="Cityscapes trainIds, 255 = ignore",
     ),
 )
-
-
-# --- the data module (Lightning: made on first use, see aspp_seg.data.datasets) ---
-
-
-def _data_module() -> type:
-    from aspp_seg.data.datamodules import SegmentationDataModule
-
-    class CityscapesDataModule(SegmentationDataModule):
-        """Cityscapes: fine annotations (optionally + coarse), train for fitting, val for
-        validation and test.
-
-        Labels are read from ``*_gtFine_labelTrainIds.png`` where `aspp-seg
-        prepare-cityscapes` wrote them, else mapped from ``*_gtFine_labelIds.png``; a file
-        holding the other kind than its name says is named in the error.
-
-        Args:
-            root: folder holding ``leftImg8bit/`` and ``gtFine/`` (and ``gtCoarse/``).
-            crop_size: the study's 513 x 513 crop by default.
-            test_split: split used by ``aspp-seg test`` (Cityscapes' own test labels are
-                withheld, so ``val`` is the default).
-            coarse: add the coarse ``train_extra`` split (gtCoarse, 19,998 frames) to
-                training.
-            label_kind: ``auto``, ``labelTrainIds`` or ``labelIds``: which label files to
-                read (auto: labelTrainIds where present).
-            **kwargs: the shared settings of `SegmentationDataModule` (``train_split`` may
-                also be ``trainval``: train + val, for a test-server run).
-        """
-
-        class_names = CLASSES
-        palette = PALETTE
-
-        def __init__(
-            self,
-            root: str = "data/cityscapes",
-            *,
-            crop_size: tuple[int, int] | None = (513, 513),
-            test_split: str = "val",
-            coarse: bool = False,
-            label_kind: str = "auto",
-            **kwargs,
-        ) -> None:
-            super().__init__(crop_size=crop_size, test_split=test_split, **kwargs)
-            self.save_hyperparameters()
-            self.root = Path(root)
-            self.coarse = coarse
-            self.label_kind = label_kind
-            self._check_on_init()
-
-        def scan(self, split: str) -> Scan:
-            return scan_split(self.root, split, label_kind=self.label_kind)
-
-        def scan_training(self) -> Scan:
-            scan = self.scan(self.train_split)
-            if self.coarse:
-                extra = scan_split(
-                    self.root, "train_extra", annotation="gtCoarse", label_kind=self.label_kind
-                )
-                scan = Scan(scan.samples + extra.samples, scan.problems + extra.problems)
-            return scan
-
-    return CityscapesDataModule
-
-
-__getattr__ = lazy_classes(globals(), CityscapesDataModule=_data_module)

@@ -1,5 +1,6 @@
 """The built-in demo: a procedural street-scene data set in the exact Cityscapes layout,
-generated on first use, and `DemoDataModule`, which reads it as Cityscapes.
+generated on first use; `aspp_seg.data.datamodules.DemoDataModule` generates it and
+reads it as Cityscapes.
 
 Its classes, palette, label encodings and scan are Cityscapes' (`cityscapes`); it has
 no ``--format`` of its own, predictions on it are scored with ``--format cityscapes``.
@@ -27,7 +28,6 @@ from PIL import Image, ImageDraw
 
 from aspp_seg.data.datasets import EvalFormat, cityscapes
 from aspp_seg.data.datasets.cityscapes import NAME_TO_LABEL_ID
-from aspp_seg.data.lazy import lazy_classes
 from aspp_seg.errors import ConfigError, DataError
 
 CLASSES = cityscapes.CLASSES
@@ -519,84 +519,3 @@ def ensure_demo(root: str | Path, requested: dict[str, int]) -> Path:
             "only its generated files are replaced"
         )
     return generate_demo_cityscapes(root, **settings)
-
-
-# --- the data module (Lightning: made on first use, see aspp_seg.data.datasets) ---
-
-
-def _data_module() -> type:
-    from aspp_seg.data.datasets.cityscapes import CityscapesDataModule
-
-    class DemoDataModule(CityscapesDataModule):
-        """The synthetic demo: generated on first use under `root`, then read as Cityscapes.
-
-        The generator's settings are kept beside its files (``root/.complete``); when they
-        differ from those asked for here, the set is generated again (only the files the
-        generator owns are replaced, and one line says so). A non-empty `root` that holds
-        no demo set is refused, in ``__init__``, and left untouched.
-
-        Args:
-            root: the demo folder: new, empty, or one the generator wrote.
-            num_train, num_val: frames per split to generate (>= 1, >= 0).
-            height, width: size of the generated frames (>= 1).
-            seed: generator seed (>= 0; the data set is a pure function of the settings).
-                For each generator setting, None keeps the value of the set under `root`
-                (the default, see `DEFAULT_SETTINGS`, when there is none yet): 240 + 60
-                frames of 128 x 256, seed 0.
-            val_batch_size, num_workers, crop_size: demo defaults (8, 2, whole frames).
-            test_split: split that ``aspp-seg test`` evaluates; ``train`` gives the study's
-                train-set mIoU (Table 2), with the evaluation transform (no augmentation).
-            **kwargs: the shared settings of `SegmentationDataModule`.
-        """
-
-        def __init__(
-            self,
-            root: str = "data/demo",
-            *,
-            num_train: int | None = None,
-            num_val: int | None = None,
-            height: int | None = None,
-            width: int | None = None,
-            seed: int | None = None,
-            val_batch_size: int = 8,
-            num_workers: int | None = 2,
-            crop_size: tuple[int, int] | None = None,
-            **kwargs,
-        ) -> None:
-            requested = {
-                "num_train": num_train,
-                "num_val": num_val,
-                "height": height,
-                "width": width,
-                "seed": seed,
-            }
-            self.generator_args = {k: v for k, v in requested.items() if v is not None}
-            check_settings(self.generator_args)
-            super().__init__(
-                root,
-                val_batch_size=val_batch_size,
-                num_workers=num_workers,
-                crop_size=crop_size,
-                coarse=False,
-                label_kind="auto",
-                **kwargs,
-            )
-
-        def check_layout(self) -> None:
-            if self.predict_source is not None:
-                return
-            check_demo_root(self.root)
-            settings = settings_to_generate(self.root, self.generator_args)
-            if settings is None:
-                super().check_layout()
-            else:  # prepare_data generates it first: its size is known already
-                self.check_training_batches(settings["num_train"])
-
-        def prepare_data(self) -> None:
-            if self.predict_source is None:
-                ensure_demo(self.root, self.generator_args)
-
-    return DemoDataModule
-
-
-__getattr__ = lazy_classes(globals(), DemoDataModule=_data_module)

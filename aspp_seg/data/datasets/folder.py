@@ -13,7 +13,8 @@ the classes:
 
 The classes, palette and encoding come from that YAML (`load_class_table`), so this
 file has no fixed table and no ``--format`` name: ``aspp-seg evaluate --format
-classes.yaml`` scores masks against the class YAML given (`class_table_format`).
+classes.yaml`` scores masks against the class YAML given (`class_table_format`). Its data
+module is `aspp_seg.data.datamodules.FolderDataModule`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import yaml
 from aspp_seg.data.datasets import EvalFormat, stem_key
 from aspp_seg.data.io import IMAGE_EXTENSIONS
 from aspp_seg.data.labels import IGNORE_INDEX, LabelEncoding, distinct_palette
-from aspp_seg.data.lazy import lazy_classes
 from aspp_seg.data.scan import EMPTY_SPLIT, MISSING_FOLDER, MISSING_PARTNER, Problem, Sample, Scan
 from aspp_seg.errors import ConfigError
 
@@ -168,66 +168,3 @@ def class_table_format(classes: str | Path) -> EvalFormat:
         key=stem_key,
         help="masks of class indices as a class YAML gives them",
     )
-
-
-# --- the data module (Lightning: made on first use, see aspp_seg.data.datasets) ---
-
-
-def _data_module() -> type:
-    from aspp_seg.data.datamodules import SegmentationDataModule
-
-    class FolderDataModule(SegmentationDataModule):
-        """Your own data: an image folder and a mask folder per split, and a class YAML.
-
-        Masks are single-channel PNGs holding a class index per pixel, named like their
-        image (``images/x.jpg`` -> ``masks/x.png``). The class YAML (see
-        `aspp_seg.data.datasets.folder`) gives the names, an optional palette and the
-        ignore value.
-
-        Args:
-            root: the data set folder.
-            classes: class YAML; a relative path is read from `root`.
-            image_dir: image folder of a split, ``{split}`` replaced by the split name.
-            mask_dir: mask folder of a split, likewise.
-            mask_suffix: what replaces an image's extension in its mask's name.
-            **kwargs: the shared settings of `SegmentationDataModule`.
-        """
-
-        def __init__(
-            self,
-            root: str,
-            *,
-            classes: str = "classes.yaml",
-            image_dir: str = "{split}/images",
-            mask_dir: str = "{split}/masks",
-            mask_suffix: str = ".png",
-            **kwargs,
-        ) -> None:
-            super().__init__(**kwargs)
-            self.save_hyperparameters()
-            for name, value in (("image_dir", image_dir), ("mask_dir", mask_dir)):
-                if "{split}" not in value:
-                    raise ConfigError(f"data.{name}={value!r} must contain {{split}}")
-            self.root = Path(root)
-            self.image_dir = image_dir
-            self.mask_dir = mask_dir
-            self.mask_suffix = mask_suffix
-            classes_path = Path(classes) if Path(classes).is_absolute() else self.root / classes
-            self.table = load_class_table(classes_path)
-            self.class_names = self.table.names
-            self.palette = self.table.palette
-            self._check_on_init()
-
-        def scan(self, split: str) -> Scan:
-            return scan_folders(
-                self.root / self.image_dir.format(split=split),
-                self.root / self.mask_dir.format(split=split),
-                encoding=self.table.encoding,
-                mask_suffix=self.mask_suffix,
-                setting=f"data.root={self.root}",
-            )
-
-    return FolderDataModule
-
-
-__getattr__ = lazy_classes(globals(), FolderDataModule=_data_module)
