@@ -464,6 +464,8 @@ MAY_CHANGE_ON_RESUME = (
     "data.init_args.test_split",
     "data.init_args.predict_source",
     "model.inference*",
+    # where a new run's weights start: a resume's come from its checkpoint
+    "model.init_weights",
 )
 """Settings (dotted keys, fnmatch patterns) that a resume may change without
 ``--resume_with_changed_settings``; every other one changes what is trained."""

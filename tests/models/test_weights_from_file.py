@@ -206,3 +206,15 @@ def test_a_checkpoint_replaces_init_weights(run_cli, tiny_cityscapes, tiny_check
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_a_resume_needs_no_init_file(run_cli, tiny_cityscapes, tmp_path):
+    """A resume takes its weights from the checkpoint: the init file need not exist, and
+    naming another one is no change of what is trained."""
+    first = run_cli(*fit_args(tiny_cityscapes, tmp_path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (checkpoint,) = (tmp_path / "runs").rglob("*.ckpt")
+    more = ("--model.init_weights", "gone.pth", "--ckpt_path", str(checkpoint))
+    resumed = run_cli(*fit_args(tiny_cityscapes, tmp_path, *more, "--trainer.max_steps", "2"),
+                      cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
