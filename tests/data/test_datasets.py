@@ -75,7 +75,7 @@ def test_format_names_are_unique_across_data_set_files():
 
 
 NEW_DATA_SET = '''
-"""Toy: two classes, masks of class indices, 255 ignored."""
+"""Scratch: two classes, masks of class indices, 255 ignored."""
 
 from aspp_seg.data.datasets import EvalFormat, stem_key
 from aspp_seg.data.labels import LabelEncoding
@@ -83,17 +83,17 @@ from aspp_seg.data.labels import LabelEncoding
 CLASSES = ("ground", "thing")
 PALETTE = ((0, 0, 0), (255, 255, 255))
 COLUMNS = ("Gnd", "Thg")
-ENCODING = LabelEncoding.indices("Toy", len(CLASSES), ignore=[255])
+ENCODING = LabelEncoding.indices("Scratch", len(CLASSES), ignore=[255])
 
 FORMATS = (
     EvalFormat(
-        name="toy",
+        name="scratch",
         class_names=CLASSES,
         truth=ENCODING,
         prediction=ENCODING.with_void(),
         gt_globs=("*.png",),
         key=stem_key,
-        help="toy masks 0..1, 255 = ignore",
+        help="scratch masks 0..1, 255 = ignore",
     ),
 )
 '''
@@ -101,30 +101,31 @@ FORMATS = (
 
 @pytest.fixture
 def new_data_set(tmp_path, monkeypatch):
-    """``toy.py``, a new data set file of the package: written into a folder that joins
+    """``scratch_set.py``, a new data set file of the package: written into a folder that joins
     the package's (as if written into ``aspp_seg/data/datasets/``), no other file edited."""
     folder = tmp_path / "new_files"
     folder.mkdir()
-    (folder / "toy.py").write_text(textwrap.dedent(NEW_DATA_SET).lstrip())
+    (folder / "scratch_set.py").write_text(textwrap.dedent(NEW_DATA_SET).lstrip())
     monkeypatch.setattr(datasets, "__path__", [*datasets.__path__, str(folder)])
     yield
-    sys.modules.pop(f"{datasets.__name__}.toy", None)
-    vars(datasets).pop("toy", None)
+    sys.modules.pop(f"{datasets.__name__}.scratch_set", None)
+    vars(datasets).pop("scratch_set", None)
 
 
 def test_a_new_data_set_file_is_found_without_editing_another_file(new_data_set, tmp_path, run_cli):
-    assert "toy" in names()
-    assert known_formats()["toy"].class_names == ("ground", "thing")
+    assert "scratch_set" in names()
+    assert known_formats()["scratch"].class_names == ("ground", "thing")
     assert table_columns(("ground", "thing")) == ["Gnd", "Thg"]
     helped = run_cli("evaluate", "--help", cwd=tmp_path)
-    assert "toy: toy masks 0..1, 255 = ignore" in " ".join(helped.stdout.split())
+    assert "scratch: scratch masks 0..1, 255 = ignore" in " ".join(helped.stdout.split())
 
     for folder in ("gt", "pred"):
         (tmp_path / folder).mkdir()
     truth = np.array([[0, 0, 1, 1], [0, 0, 1, 255]], np.uint8)
     Image.fromarray(truth).save(tmp_path / "gt" / "a.png")
     Image.fromarray(np.zeros_like(truth)).save(tmp_path / "pred" / "a.png")
-    scored = run_cli("evaluate", "--gt", "gt", "--pred", "pred", "--format", "toy", cwd=tmp_path)
+    args = ["evaluate", "--gt", "gt", "--pred", "pred", "--format", "scratch"]
+    scored = run_cli(*args, cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr
     assert "| Gnd | Thg | mIoU |" in scored.stdout  # its own table columns
-    assert find_format("toy").alternatives == ()
+    assert find_format("scratch").alternatives == ()
