@@ -137,6 +137,7 @@ def check_backbone_weights(
     no weights), since timm loads a file into it before keeping the feature stages; the
     ImageNet classifier (``pretrained_cfg["classifier"]``) is optional on both sides.
     """
+    create_kwargs.pop("out_indices", None)  # a features_only setting
     with torch.device("meta"):
         model = timm.create_model(name, pretrained=False, **create_kwargs)
     classifier = model.pretrained_cfg.get("classifier") or ()
