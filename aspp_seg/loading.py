@@ -11,9 +11,7 @@ read through `aspp_seg.cli.config.read_config`, the parser of ``fit`` itself; it
 network, the class names, the palette and the inference (``model.inference``: an
 `aspp_seg.evaluation.inference.Inference` with its mode, scales, flip and output
 stride), so `LoadedModel.predict` computes what ``aspp-seg predict`` writes. The data
-set itself need not exist. A run folder of aspp-seg 0.2, whose ``config.yaml`` has the
-inference settings as flat ``model`` keys, loads too (one warning line names their new
-place).
+set itself need not exist.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from aspp_seg.data.labels import TABLE1_COLUMNS
+from aspp_seg.data.datasets.cityscapes import COLUMNS
 
 STUDY_CSV = Path(__file__).with_name("study.csv")
 
@@ -50,7 +50,7 @@ def load_study(path: str | Path = STUDY_CSV) -> dict[str, StudyRow]:
             row = StudyRow(
                 method=record["method"],
                 config=record["config"],
-                iou=tuple(float(record[c]) for c in TABLE1_COLUMNS),
+                iou=tuple(float(record[c]) for c in COLUMNS),
                 miou=float(record["mIoU"]),
                 train_miou=_number(record["train_mIoU"]),
                 val_miou=_number(record["val_mIoU"]),

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aspp_seg.data.datasets.cityscapes import COLUMNS
 from aspp_seg.data.io import write_file
-from aspp_seg.data.labels import TABLE1_COLUMNS
 from aspp_seg.errors import ConfigError
 from experiments import stats
 from experiments.study import StudyRow, load_study
@@ -69,7 +69,7 @@ def _columns(results: dict[str, dict]) -> list[str]:
 
 def _on_cityscapes(results: dict[str, dict]) -> bool:
     """Whether the runs were scored on Cityscapes' 19 classes, the study's columns."""
-    return _columns(results) == list(TABLE1_COLUMNS)
+    return _columns(results) == list(COLUMNS)
 
 
 def _method(result: dict, study: dict[str, StudyRow]) -> str:
@@ -101,7 +101,7 @@ def table1(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
     Cityscapes the study's row and the difference below it; then each of its runs
     (several seeds) and the runs without final scores on rows of their own."""
     columns = _columns(results)
-    cityscapes = columns == list(TABLE1_COLUMNS)
+    cityscapes = columns == list(COLUMNS)
     head = ["Method", "Source", *columns, "mIoU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 

@@ -1,5 +1,5 @@
 """aspp-seg's LightningCLI: fit / validate / test / predict, and the parser of every
-config (`aspp_seg.cli.config` builds the `fit` parser from this class).
+config (`ConfigReader`, which `aspp_seg.cli.config.read_config` parses with).
 
 Besides the model, data and trainer, every run gets callbacks that do not belong to the
 task: `FastPaths` and `LRScaling` (set under the config's top-level ``fast_paths:`` and
@@ -13,21 +13,17 @@ only for the subcommands that need it.
 
 from __future__ import annotations
 
-import sys
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from aspp_seg.cli.config import (
-    check_fit_settings,
-    parse_error,
-    translate_args,
-    translate_config,
-    translate_hparams,
-)
+from aspp_seg.cli.fit_settings import check_fit_settings
 from aspp_seg.data.datamodules import fitting_with
 from aspp_seg.errors import ConfigError, Interrupted, UsageError
 from aspp_seg.evaluation.checkpoints import check_fits, is_file_path, read_checkpoint
@@ -85,16 +81,32 @@ def training_processes(trainer_cfg) -> int | None:
     return count * int(trainer_cfg.get("num_nodes") or 1)
 
 
+_NO_CLASS = re.compile(
+    r"Problem with given class_path '(?P<path>[^']+)': "
+    r"(?P<why>module '[^']+' has no attribute '[^']+'|No module named '[^']+')"
+)
+_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)": ')
+
+
+def parse_error(message: str) -> str:
+    """jsonargparse's explanation (over several lines, one per subclass it tried) as one
+    line of at most 400 characters. A class path that imports nothing (a class that
+    moved or was renamed) is named alone, without the subclasses that were tried."""
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    missing = _NO_CLASS.search(text)
+    if missing is not None:
+        key = _KEY.match(text)
+        text = (
+            f"{key['key'] + ': ' if key else ''}there is no class {missing['path']} "
+            f"({missing['why']}): give the class's current module path"
+        )
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
 class AsppSegParser(LightningArgumentParser):
-    """LightningCLI's parser, reading the settings that moved since aspp-seg 0.2 (in
-    config files, such as old runs' ``config.yaml``, and on the command line) at their
-    new place, with one warning line (`aspp_seg.cli.config.OLD_MODEL_SETTINGS`)."""
+    """LightningCLI's parser, whose mistakes are one line naming the setting or file."""
 
-    _reading: str | None = None  # the config file being read, for warnings and errors
-
-    def parse_args(self, args=None, *more, **kwargs):
-        args = sys.argv[1:] if args is None else args
-        return super().parse_args(translate_args(args), *more, **kwargs)
+    _reading: str | None = None  # the config file being read, for errors
 
     def parse_path(self, path, *more, **kwargs):
         reading, self._reading = self._reading, str(path)
@@ -117,21 +129,6 @@ class AsppSegParser(LightningArgumentParser):
         if self._reading and self._reading not in text:  # a config file did not parse
             text = f"config {self._reading}: {text}"
         raise UsageError(f"{text} ({command} --help lists the {lists})")
-
-    def parse_string(self, content, path="", *more, **kwargs):
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(content)
-        except yaml.YAMLError:
-            loaded = None  # jsonargparse explains it
-        if isinstance(loaded, dict):
-            predict_dir = any(action.dest == "predict_dir" for action in self._actions)
-            where = f"config {self._reading or path or 'string'}"
-            translated = translate_config(loaded, where=where, predict_dir=predict_dir)
-            if translated is not loaded:
-                content = yaml.safe_dump(translated, sort_keys=False)
-        return super().parse_string(content, path, *more, **kwargs)
 
 
 class AsppSegCLI(LightningCLI):
@@ -170,8 +167,8 @@ class AsppSegCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI's: the checkpoint's hyperparameters over the config. The file is
-        checked first (a wrong --ckpt_path is one line, not a torch.load traceback), read
-        once, and the model settings of aspp-seg 0.2 are left out of what it applies."""
+        checked first (a wrong --ckpt_path is one line, not a torch.load traceback) and
+        read once."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not is_file_path(ckpt_path):
@@ -182,7 +179,6 @@ class AsppSegCLI(LightningCLI):
             return  # (`check_resume`): the command line is never overridden silently
         hparams = dict(state.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
-        hparams = translate_hparams(hparams, where=f"checkpoint {ckpt_path}")
         if not hparams:
             return
         if "_class_path" in hparams:
@@ -315,6 +311,66 @@ class AsppSegCLI(LightningCLI):
         self.trainer.callbacks.append(writer)
 
 
+class ConfigReader(AsppSegCLI):
+    """`AsppSegCLI` that parses its command line and stops there: its ``config`` is what
+    the subcommand would run with. Nothing is seeded, read from a checkpoint, checked or
+    built (`aspp_seg.cli.config.read_config` reads every config with it).
+
+    Args:
+        add_arguments: adds a command's own options to each subcommand's parser, so that
+            one command line holds both.
+        args, kwargs: as `LightningCLI` takes them (`lightning_cli` passes them).
+    """
+
+    _parsers: ClassVar[dict[tuple, LightningArgumentParser]] = {}
+    """(``add_arguments``, parser kwargs) -> the parser built with them: building one
+    costs as much as a parse, and a process may read many configs (a sweep, the tests)."""
+
+    def __init__(
+        self,
+        *args,
+        add_arguments: Callable[[LightningArgumentParser], None] | None = None,
+        **kwargs,
+    ) -> None:
+        self._add_command_arguments = add_arguments
+        super().__init__(*args, load_from_checkpoint_support=False, **kwargs)
+
+    def setup_parser(self, *args, **kwargs) -> None:
+        key = (self._add_command_arguments, repr(self.parser_kwargs))
+        if key not in self._parsers:
+            super().setup_parser(*args, **kwargs)
+            self._parsers[key] = self.parser
+        self.parser = self._parsers[key]
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        if self._add_command_arguments is not None:
+            self._add_command_arguments(parser)
+
+    def parse_arguments(self, parser, args) -> None:
+        # LightningCLI's, less its warning when the process has a command line of its own
+        self.config = parser.parse_args(args)
+
+    # what LightningCLI's constructor does after the parse: nothing, here
+    def _parse_ckpt_path(self) -> None:
+        pass
+
+    def _set_seed(self) -> None:
+        pass
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def after_instantiate_classes(self) -> None:
+        pass
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+
 def lightning_cli(
     args: list[str] | None, *, cli_class: type[AsppSegCLI] = AsppSegCLI, **kwargs
 ) -> AsppSegCLI:
@@ -323,7 +379,7 @@ def lightning_cli(
 
     Args:
         args: the command line after ``aspp-seg``.
-        cli_class: `AsppSegCLI` or a subclass (`aspp_seg.cli.config` parses with one).
+        cli_class: `AsppSegCLI` or a subclass (`ConfigReader`).
         kwargs: more LightningCLI arguments (``run=False``, ``parser_kwargs``, ...).
     """
     return cli_class(

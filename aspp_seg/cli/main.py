@@ -1,5 +1,5 @@
 """The `aspp-seg` command: LightningCLI's fit / validate / test / predict, plus the
-subcommands in `aspp_seg.cli.commands` (summary, evaluate, ...).
+subcommands in `aspp_seg.cli.commands` (summary, evaluate, ...), all listed in `COMMANDS`.
 
 Importing this module is cheap: Lightning (and torch) load only when a subcommand
 needs them, so ``aspp-seg --help`` and ``aspp-seg evaluate --help`` answer at once.
@@ -8,14 +8,13 @@ needs them, so ``aspp-seg --help`` and ``aspp-seg evaluate --help`` answer at on
 from __future__ import annotations
 
 import errno
+import importlib
 import io
 import os
 import re
 import sys
 import traceback
-import warnings
 
-from aspp_seg.cli.commands import discover
 from aspp_seg.errors import (
     FileSystemError,
     Interrupted,
@@ -24,14 +23,47 @@ from aspp_seg.errors import (
     file_system_cause,
 )
 
-LIGHTNING_SUBCOMMANDS = {
-    "fit": "Runs the full optimization routine.",
-    "validate": "Perform one evaluation epoch over the validation set.",
-    "test": "Perform one evaluation epoch over the test set.",
-    "predict": "Run inference on your data.",
+LIGHTNING = "aspp_seg.cli.lightning_cli"
+
+COMMANDS = {
+    "fit": (LIGHTNING, "Runs the full optimization routine."),
+    "validate": (LIGHTNING, "Perform one evaluation epoch over the validation set."),
+    "test": (LIGHTNING, "Perform one evaluation epoch over the test set."),
+    "predict": (LIGHTNING, "Run inference on your data."),
+    "benchmark": (
+        "aspp_seg.cli.commands.benchmark",
+        "latency, images/s, peak memory, params and GMACs of a config's net vs torchvision",
+    ),
+    "cache": (
+        "aspp_seg.cli.commands.cache",
+        "decode the configured data set once into a memory-mapped uint8 cache and verify it",
+    ),
+    "check-data": (
+        "aspp_seg.cli.commands.check_data",
+        "scan the configured data set and report every faulty file (exit 1 on problems)",
+    ),
+    "evaluate": (
+        "aspp_seg.cli.commands.evaluate",
+        "score a folder of predicted label maps against ground truth (no model needed)",
+    ),
+    "export": (
+        "aspp_seg.cli.commands.export",
+        "export a checkpoint to ONNX or TorchScript and check its logits against PyTorch",
+    ),
+    "prepare-cityscapes": (
+        "aspp_seg.cli.commands.prepare_cityscapes",
+        "write Cityscapes *_labelTrainIds.png from the polygon files (parallel, idempotent)",
+    ),
+    "summary": (
+        "aspp_seg.cli.commands.summary",
+        "parameters and forward GMACs of a config's model, by part (backbone, ASPP, head, aux)",
+    ),
 }
-"""LightningCLI's subcommands and the first sentence of their help, for ``--help``
-without importing Lightning (tests/cli/test_cli.py checks them against LightningCLI)."""
+"""Every subcommand: name -> (module, its line in ``aspp-seg --help``). LightningCLI
+runs the first four, whose lines are the first sentence of Lightning's own help; each
+other module's ``main(argv)`` runs its command on the arguments after the name.
+Listing them imports none (tests/cli/test_cli.py checks the table against LightningCLI
+and the files in `aspp_seg.cli.commands`)."""
 
 
 def _user_error(error: BaseException | None) -> UserError | None:
@@ -96,54 +128,51 @@ def _one_line(error: BaseException) -> str:
     return " ".join(lines)
 
 
-def usage(commands: dict[str, str]) -> str:
+def usage() -> str:
     """``aspp-seg --help``: LightningCLI's subcommands, then aspp-seg's own."""
-    width = max(map(len, [*LIGHTNING_SUBCOMMANDS, *commands]))
-    lines = [
-        "usage: aspp-seg [-h] <subcommand> ...",
-        "",
-        "DeepLabv3 / ASPP semantic segmentation (PyTorch Lightning).",
-        "",
-        "subcommands (LightningCLI; aspp-seg <subcommand> --help):",
-        *(f"  {name:<{width}}  {text}" for name, text in LIGHTNING_SUBCOMMANDS.items()),
-        "",
-        "more subcommands (aspp-seg <command> --help):",
-        *(f"  {name:<{width}}  {text}" for name, text in commands.items()),
-    ]
-    return "\n".join(lines)
+    width = max(map(len, COMMANDS))
+
+    def lines(lightning: bool) -> list[str]:
+        return [
+            f"  {name:<{width}}  {text}"
+            for name, (module, text) in COMMANDS.items()
+            if (module == LIGHTNING) == lightning
+        ]
+
+    return "\n".join(
+        [
+            "usage: aspp-seg [-h] <subcommand> ...",
+            "",
+            "DeepLabv3 / ASPP semantic segmentation (PyTorch Lightning).",
+            "",
+            "subcommands (LightningCLI; aspp-seg <subcommand> --help):",
+            *lines(lightning=True),
+            "",
+            "more subcommands (aspp-seg <command> --help):",
+            *lines(lightning=False),
+        ]
+    )
 
 
 def _run(args: list[str] | None) -> None:
     """Dispatches `args` (None: the process's command line, which LightningCLI then reads
     itself; it warns on every run when given sys.argv a second time)."""
     argv = sys.argv[1:] if args is None else args
-    commands = discover()
-    if argv and argv[0] in commands:
-        commands[argv[0]].load().main(argv[1:])
-        return
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage({name: command.help for name, command in commands.items()}))
+        print(usage())
         return
-    if not argv[0].startswith("-") and argv[0] not in LIGHTNING_SUBCOMMANDS:
-        known = ", ".join([*LIGHTNING_SUBCOMMANDS, *commands])
-        raise UsageError(f"no subcommand {argv[0]!r}; aspp-seg has {known}")
+    if argv[0].startswith("-"):  # options before the subcommand: LightningCLI explains
+        module = LIGHTNING
+    elif argv[0] in COMMANDS:
+        module = COMMANDS[argv[0]][0]
+    else:
+        raise UsageError(f"no subcommand {argv[0]!r}; aspp-seg has {', '.join(COMMANDS)}")
+    if module != LIGHTNING:
+        importlib.import_module(module).main(argv[1:])
+        return
     from aspp_seg.cli.lightning_cli import lightning_cli
 
     lightning_cli(args)
-
-
-def _one_line_warnings() -> None:
-    """aspp-seg's own warnings (a moved setting, ...) as ``aspp-seg: warning: ...``, one
-    line without the source line that Python prints; other libraries' as they are."""
-    show = warnings.showwarning
-
-    def showwarning(message, category, filename, lineno, file=None, line=None):
-        if not category.__module__.startswith("aspp_seg."):
-            show(message, category, filename, lineno, file, line)
-            return
-        print(f"aspp-seg: warning: {message}", file=file or sys.stderr)
-
-    warnings.showwarning = showwarning
 
 
 def main(args: list[str] | None = None) -> None:
@@ -154,8 +183,6 @@ def main(args: list[str] | None = None) -> None:
     does an OSError of a read-only, full or forbidden file system (`FileSystemError`,
     1); any other exception is a bug and keeps its traceback.
     """
-    if args is None:  # the console script (in-process callers keep their warning capture)
-        _one_line_warnings()
     try:
         try:
             _run(None if args is None else list(args))

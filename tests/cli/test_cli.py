@@ -12,7 +12,6 @@ import pytest
 import torch
 import yaml
 
-from aspp_seg.cli.config import OLD_MODEL_SETTINGS
 from aspp_seg.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +56,7 @@ def test_fit_then_validate_gives_the_same_miou(tiny_cityscapes, tmp_path, monkey
     # Settings for how to run (not what was trained) stay out of the checkpoint, so that
     # LightningCLI cannot apply them over the command line of a later --ckpt_path run.
     hparams = torch.load(last, weights_only=True)["hyper_parameters"]
-    assert "inference" not in hparams and not set(hparams) & set(OLD_MODEL_SETTINGS)
+    assert not set(hparams) & {"inference", "lr_scaling", "predict_dir"}
     fit_row = _iou_row(run / "val_iou.csv")
     assert 0.0 <= float(fit_row["mIoU"]) <= 100.0
     with (run / "metrics.csv").open() as f:
@@ -136,19 +135,28 @@ def test_every_config_parses(config, tmp_path, monkeypatch, capsys):
     assert "class_path" in capsys.readouterr().out
 
 
-def test_help_lists_lightnings_subcommands_as_lightning_describes_them(tmp_path):
-    """`aspp-seg --help` answers without Lightning, from a copy of its subcommand list."""
+def test_the_command_table_lists_lightnings_subcommands_and_every_command_module(tmp_path):
+    """`aspp-seg --help` answers without Lightning, from one table: LightningCLI's
+    subcommands as Lightning describes them, and one entry per module of
+    `aspp_seg.cli.commands`, each with a ``main``."""
+    import importlib
+
     from lightning.pytorch import Trainer
     from lightning.pytorch.cli import LightningCLI, _get_short_description
 
-    from aspp_seg.cli.main import LIGHTNING_SUBCOMMANDS
+    from aspp_seg.cli.main import COMMANDS, LIGHTNING
 
-    assert list(LIGHTNING_SUBCOMMANDS) == list(LightningCLI.subcommands())
-    for name, text in LIGHTNING_SUBCOMMANDS.items():
+    lightning = {name: text for name, (module, text) in COMMANDS.items() if module == LIGHTNING}
+    assert list(lightning) == list(LightningCLI.subcommands())
+    for name, text in lightning.items():
         assert _get_short_description(getattr(Trainer, name)).startswith(text)
-    result = _cli("--help", cwd=tmp_path)
-    for name in ("check-data", "evaluate", "summary", "export"):
-        assert name in result.stdout
+    files = REPO / "aspp_seg" / "cli" / "commands"
+    modules = {f"aspp_seg.cli.commands.{p.stem}" for p in files.glob("*.py")} - {
+        "aspp_seg.cli.commands.__init__"
+    }
+    assert {module for module, _ in COMMANDS.values()} - {LIGHTNING} == modules
+    for module in modules:
+        assert callable(importlib.import_module(module).main), module
 
 
 def test_startup_imports_no_lightning():

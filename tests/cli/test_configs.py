@@ -4,6 +4,7 @@ claims, and trains one step on the demo data; the train-OS16 / evaluate-OS8 swit
 from __future__ import annotations
 
 import json
+import re
 from functools import partial
 from pathlib import Path
 
@@ -257,74 +258,35 @@ def test_invalid_head_settings_stop_with_one_line(args, message, tmp_path, capsy
     assert errors == [f"aspp-seg: error: {message}"]
 
 
-def test_old_model_settings_are_read_at_their_new_place():
-    from aspp_seg.cli.config import MovedSettingWarning, translate_args, translate_config
-
-    new = {"model": {"inference": None, "aux_weight": 0.4}, "lr_scaling": {"rule": "none"}}
-    assert translate_config(new) is new  # nothing to move: the same mapping
-    old = {
-        "model": {"aux_weight": 0.4, "inference": "slide", "flip": True, "window_batch": 2,
-                  "lr_scaling": "linear", "predict_dir": "out"},
-        "model.eval_output_stride": 8,
-    }  # fmt: skip
-    with pytest.warns(MovedSettingWarning, match=r"model\.flip -> model\.inference\.init_args"):
-        moved = translate_config(old, predict_dir=True)
-    assert moved == {
-        "model": {
-            "aux_weight": 0.4,
-            "inference": {
-                "class_path": "aspp_seg.evaluation.inference.Inference",
-                "init_args": {"mode": "slide", "flip": True, "batch_size": 2, "output_stride": 8},
-            },
-        },
-        "lr_scaling": {"rule": "linear"},
-        "predict_dir": "out",
-    }
-    assert "predict_dir" in old["model"]  # the caller's mapping is left as it was
-    with pytest.warns(MovedSettingWarning, match=r"predict_dir -> dropped"):
-        assert "predict_dir" not in translate_config(old, predict_dir=False)
-
-    with pytest.warns(MovedSettingWarning, match="command line"):
-        args = translate_args(["predict", "--model.inference", "slide",
-                               "--model.window=[8, 8]", "--model.predict_dir", "out",
-                               "--model.aux_weight", "1"])  # fmt: skip
-    assert args == ["predict", "--model.inference.init_args.mode", "slide",
-                    "--model.inference.init_args.window=[8, 8]", "--predict_dir", "out",
-                    "--model.aux_weight", "1"]  # fmt: skip
-    with pytest.warns(MovedSettingWarning):
-        assert translate_args(["fit", "--model.predict_dir", "out"]) == ["fit"]
-    as_class = ["fit", "--model.inference", "Inference"]  # the new form names a class
-    assert translate_args(as_class) == as_class
-
-
-def test_old_flags_build_the_same_config_as_the_new_ones():
-    demo = ["--config", str(REPO / "configs" / "demo.yaml")]
-    with pytest.warns(FutureWarning):
-        old = read_config([*demo, "--model.inference", "slide", "--model.scales", "[0.5, 1.0]",
-                           "--model.eval_output_stride", "16",
-                           "--model.lr_scaling", "sqrt"])  # fmt: skip
-    new = read_config([*demo, "--model.inference.init_args.mode", "slide",
-                       "--model.inference.init_args.scales", "[0.5, 1.0]",
-                       "--model.inference.init_args.output_stride", "16",
-                       "--lr_scaling.rule", "sqrt"])  # fmt: skip
-    assert old == new
-    assert new.model.inference.init_args.output_stride == 16 and new.lr_scaling.rule == "sqrt"
-
-
-def test_the_console_script_warns_in_one_line(tmp_path):
-    """An old setting read at its new place is one ``aspp-seg: warning:`` line from the
-    console script, not Python's ``file:line: FutureWarning`` and source line."""
-    import subprocess
-    import sys
-
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (  # a class path of an earlier layout (aspp_seg.callbacks moved to training/)
+            "trainer:\n  callbacks:\n    - class_path: aspp_seg.callbacks.EMA\n",
+            "trainer.callbacks: there is no class aspp_seg.callbacks.EMA (module 'aspp_seg' "
+            "has no attribute 'callbacks'): give the class's current module path",
+        ),
+        (  # a flat model key of an earlier layout (now model.inference.init_args.flip)
+            "model:\n  flip: true\n",
+            "Subcommand 'fit' does not accept option 'model.flip'",
+        ),
+    ],
+    ids=["class_path", "key"],
+)
+def test_a_config_of_an_earlier_layout_is_one_line_naming_the_setting(
+    setting, message, tmp_path, monkeypatch, capsys
+):
+    """No translation: the setting that changed is named, in one line, exit status 2."""
     old = tmp_path / "old.yaml"
-    old.write_text("model:\n  flip: true\n")
-    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-    done = subprocess.run([sys.executable, "-m", "aspp_seg.cli", "fit", "--config", str(demo),
-                           "--config", str(old), "--print_config"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    warned = [line for line in done.stderr.splitlines() if "model.flip" in line]
-    assert len(warned) == 1, done.stderr[-2000:]
-    assert warned[0].startswith(f"aspp-seg: warning: config {old}: model.flip -> model.inference")
-    assert "FutureWarning" not in done.stderr
+    old.write_text(setting)
+    demo = str(REPO / "configs" / "demo.yaml")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", demo, "--config", str(old),
+              "--data.init_args.root", str(tmp_path / "demo")])  # fmt: skip
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("aspp-seg: error: ") and f"{message} (aspp-seg fit --help" in err, err
+    with pytest.raises(ConfigError, match=re.escape(f"config {demo} + {old}: {message}") + "$"):
+        read_config(["--config", demo, "--config", str(old)])

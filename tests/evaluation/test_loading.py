@@ -12,11 +12,10 @@ import torch
 import yaml
 
 import aspp_seg
-from aspp_seg.cli.config import MovedSettingWarning
 from aspp_seg.cli.main import main
 from aspp_seg.data.datasets.cityscapes import CLASSES as CITYSCAPES_CLASSES
 from aspp_seg.data.datasets.cityscapes import PALETTE as CITYSCAPES_PALETTE
-from aspp_seg.errors import UserError
+from aspp_seg.errors import ConfigError, UserError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,38 +99,21 @@ def _old_run(checkpoint: Path, folder: Path, **hparams) -> tuple[Path, Path]:
     return folder, path
 
 
-def test_a_run_of_aspp_seg_0_2_loads_with_its_inference_settings(tiny_checkpoint, image, tmp_path):
-    run, _ = _old_run(tiny_checkpoint, tmp_path / "old")
-    with pytest.warns(MovedSettingWarning) as caught:
-        model = aspp_seg.load_model(run)
-    lines = [str(w.message) for w in caught if w.category is MovedSettingWarning]
-    assert len(lines) == 1 and "\n" not in lines[0]  # one line naming every new place
-    assert "model.window -> model.inference.init_args.window" in lines[0]
-    assert "model.lr_scaling -> lr_scaling.rule" in lines[0]
-    inference = model.inference
-    assert (inference.mode, inference.window, inference.flip) == ("slide", (32, 64), True)
-    assert inference.batch_size == 2 and inference.output_stride is None
-    assert model.predict(image).shape == (64, 128)
-
-
-def test_a_run_of_aspp_seg_0_2_validates(tiny_checkpoint, tiny_cityscapes, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_a_run_of_aspp_seg_0_2_is_one_error_naming_a_moved_setting(
+    tiny_checkpoint, tiny_cityscapes, tmp_path, monkeypatch, capsys
+):
+    """No translation: a 0.2 run's config.yaml (flat inference keys in ``model``) and its
+    checkpoint (``eval_output_stride`` in the hyperparameters) are each refused in one
+    line that names the setting."""
     run, checkpoint = _old_run(tiny_checkpoint, tmp_path / "old", eval_output_stride=16)
-    with pytest.warns(MovedSettingWarning) as caught:
-        main(["validate", "--config", str(run / "config.yaml"), "--ckpt_path", str(checkpoint),
-              "--data.init_args.root", str(tiny_cityscapes), "--trainer.limit_val_batches", "1",
+    with pytest.raises(ConfigError, match=r"config \S+config\.yaml: .*\bmodel\.\w+"):
+        aspp_seg.load_model(run)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:  # the old checkpoint under a current config
+        main(["validate", "--config", str(tiny_checkpoint.parent.parent / "config.yaml"),
+              "--ckpt_path", str(checkpoint), "--data.init_args.root", str(tiny_cityscapes),
               "--trainer.enable_progress_bar", "false"])  # fmt: skip
-    lines = [str(w.message) for w in caught if w.category is MovedSettingWarning]
-    assert any("model.flip -> model.inference.init_args.flip" in line for line in lines)
-    # the checkpoint's eval_output_stride is not applied over the config: one line says
-    # where that setting lives now
-    assert any(
-        "eval_output_stride=16" in line and "set model.inference.init_args.output_stride" in line
-        for line in lines
-    )
-    folder = run / "validate" / checkpoint.stem
-    assert (folder / "val_iou.md").is_file()
-    saved = yaml.safe_load((folder / "config.yaml").read_text())  # written in the new form
-    assert not set(saved["model"]) & set(OLD_MODEL_KEYS) - {"inference"}
-    assert saved["model"]["inference"]["init_args"]["mode"] == "slide"
-    assert saved["model"]["inference"]["init_args"]["output_stride"] is None
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"aspp-seg: error: --ckpt_path {checkpoint}")
+    assert "eval_output_stride" in lines[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import warnings
 from pathlib import Path
 
 import pytest
@@ -93,8 +92,6 @@ def test_a_checkpoint_of_aspp_seg_0_2_is_extended_too(
     the module wrote it, is read by the callback that rebuilds the schedule now."""
     import torch
 
-    from aspp_seg.cli.config import MovedSettingWarning
-
     state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
     state["hyper_parameters"].update(lr_scaling="none", lr_base_batch_size=8,
                                      eval_output_stride=None)  # fmt: skip
@@ -103,8 +100,7 @@ def test_a_checkpoint_of_aspp_seg_0_2_is_extended_too(
     old = tmp_path / "old.ckpt"
     torch.save(state, old)
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level(logging.INFO), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level(logging.INFO):
         main(["fit", "--config", str(REPO / "configs" / "demo.yaml"),
               "--data.init_args.root", str(tiny_cityscapes), "--data.init_args.batch_size", "4",
               "--data.init_args.num_workers", "0",
@@ -114,4 +110,3 @@ def test_a_checkpoint_of_aspp_seg_0_2_is_extended_too(
               "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
               "--ckpt_path", str(old)])  # fmt: skip
     assert f"LR schedule: {steps} -> 4 steps" in caplog.text
-    assert not [w for w in caught if w.category is MovedSettingWarning]  # old defaults: silent

@@ -26,9 +26,6 @@ from jsonargparse import ArgumentParser
 
 from aspp_seg.errors import ConfigError
 
-NAME = "benchmark"
-HELP = "latency, images/s, peak memory, params and GMACs of a config's net vs torchvision"
-
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="aspp-seg benchmark", description=__doc__.split("\n\n")[0])

@@ -21,9 +21,6 @@ from pathlib import Path
 from aspp_seg.cli import config
 from aspp_seg.errors import ConfigError
 
-NAME = "cache"
-HELP = "decode the configured data set once into a memory-mapped uint8 cache and verify it"
-
 ROLES = ("train", "val", "test")
 
 
@@ -46,7 +43,7 @@ def _samples(datamodule, role: str):
 
 def main(argv: list[str]) -> None:
     if config.wants_help(argv):
-        config.print_help(f"aspp-seg {NAME}", __doc__.splitlines()[0], add_arguments)
+        config.print_help("aspp-seg cache", __doc__.splitlines()[0], add_arguments)
         return
     from aspp_seg.data.cache import (
         DecodedCache,

@@ -22,8 +22,6 @@ from aspp_seg.errors import ConfigError
 if TYPE_CHECKING:
     from aspp_seg.data.dataset import Problem, Sample, Scan
 
-NAME = "check-data"
-HELP = "scan the configured data set and report every faulty file (exit 1 on problems)"
 
 SHOWN_PER_KIND = 20
 
@@ -106,7 +104,7 @@ def report(problems: list[Problem]) -> str:
 
 def main(argv: list[str]) -> None:
     if config.wants_help(argv):
-        config.print_help(f"aspp-seg {NAME}", __doc__.splitlines()[0], add_arguments)
+        config.print_help("aspp-seg check-data", __doc__.splitlines()[0], add_arguments)
         return
     datamodule, options = build_datamodule(argv)
     split_scans = scans(datamodule, options["splits"])

@@ -31,9 +31,6 @@ from aspp_seg.data.datasets import find_format, known_formats
 from aspp_seg.errors import UsageError
 from aspp_seg.evaluation.folder import evaluate_boundaries, evaluate_pairs, match_files
 
-NAME = "evaluate"
-HELP = "score a folder of predicted label maps against ground truth (no model needed)"
-
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="aspp-seg evaluate", description=__doc__.split("\n\n")[0])

@@ -29,9 +29,6 @@ from jsonargparse import ArgumentParser
 
 from aspp_seg.errors import UsageError, UserError
 
-NAME = "export"
-HELP = "export a checkpoint to ONNX or TorchScript and check its logits against PyTorch"
-
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 FORMATS = tuple(SUFFIX)  # aspp_seg.evaluation.export.FORMATS, without importing torch for --help
 

@@ -21,9 +21,6 @@ from jsonargparse import ActionYesNo, ArgumentParser
 from aspp_seg.data.parallel import parallel_map
 from aspp_seg.errors import DataError
 
-NAME = "prepare-cityscapes"
-HELP = "write Cityscapes *_labelTrainIds.png from the polygon files (parallel, idempotent)"
-
 POLYGONS = "_polygons.json"
 TRAIN_IDS = "_labelTrainIds.png"
 LABEL_IDS = "_labelIds.png"
@@ -209,7 +206,7 @@ def prepare(
 
 def main(argv: list[str]) -> None:
     parser = ArgumentParser(
-        prog=f"aspp-seg {NAME}",
+        prog="aspp-seg prepare-cityscapes",
         description=__doc__.splitlines()[0].split(": ", 1)[1],
     )
     parser.add_argument("root", type=str, help="Cityscapes root (holds gtFine/ and leftImg8bit/)")

@@ -23,8 +23,6 @@ from aspp_seg.errors import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-NAME = "summary"
-HELP = "parameters and forward GMACs of a config's model, by part (backbone, ASPP, head, aux)"
 
 PARTS = ("backbone", "aspp", "head", "aux")
 _PART_OF = {
