@@ -10,15 +10,15 @@ A data set file holds, top to bottom:
                        files with the same encodings as training
 
 The data sets of this package are the files in this folder (`names`: a new file is a new
-data set, listed nowhere else): `cityscapes`, `camvid`, `folder` (your own image and mask
-folders) and `demo` (the synthetic demo, read as Cityscapes). ``aspp-seg evaluate``
-reads their formats (`known_formats`, `find_format`).
+data set, listed nowhere else), e.g. `cityscapes`, or `folder` (your own image and mask
+folders, its classes from a YAML). ``aspp-seg evaluate`` reads their formats
+(`known_formats`, `find_format`).
 
 The files are plain Python and numpy: ``aspp-seg evaluate`` imports every one of them and
 must not import torch or Lightning (about 4 s; its whole command scores 30 full-size
-Cityscapes pairs faster than cityscapesscripts). Each data set's LightningDataModule,
-which subclasses Lightning's, is a plain class in `aspp_seg.data.datamodules`, which only
-the Lightning side imports.
+Cityscapes pairs faster than cityscapesscripts). Each data set's data module (a
+LightningDataModule) is a plain class in `aspp_seg.data.datamodules`, which only the
+Lightning side imports.
 
 A data set of your own is one file anywhere on the Python path, laid out like these and
 holding its data module too (a top-level class; ``evaluate --format`` then imports
