@@ -76,7 +76,7 @@ def describe(config: str, overlays: Sequence[str]) -> dict:
     """``{"size": (h, w), "kernel_size": k, "rates": [...], "fractions": [...]}`` of a
     config (name in configs/ or a YAML path) with `overlays` layered over it."""
     from aspp_seg.cli.config import build_net, read_config
-    from experiments.table1 import config_path
+    from experiments.plans import config_path
 
     args = ["--config", str(config_path(config))]
     for overlay in overlays:

@@ -22,7 +22,7 @@ State lives in the run folders only. While a job runs, ``<run>/job.json`` names 
 host and process and a heartbeat, so that a second sweep on the same folder leaves the
 run alone (`running`); a job that fails writes its one-line reason to
 ``<run>/failed.txt`` (removed when the run later finishes). What "finished" means for a
-run is the work's business (`experiments.table1`: a marker written after the training
+run is the work's business (`experiments.runner`: a marker written after the training
 reached its budget, then the evaluation files).
 """
 

@@ -12,7 +12,7 @@ within each level, every pair of groups (`pairwise`): one interval over seeds an
 images together (`stats.hierarchical_bootstrap`), Holm's correction over the level's
 pairs (`stats.holm`) and a verdict; a group with one run gets none (no borrowed variance).
 
-The inputs are `experiments.table1.collect`'s dicts, one per run label: ``config``,
+The inputs are `experiments.runner.collect`'s dicts, one per run label: ``config``,
 ``group``, ``seed``, ``state``, ``reason``, ``steps``, ``wall_s``, ``per_image`` (a path
 or None) and, for a scored run, ``train`` / ``val`` ``{"columns", "iou", "miou"}``
 (fractions, NaN where a class has no pixels).
@@ -537,7 +537,7 @@ def write_levels(
     axes: Sequence[str] = (),
 ) -> tuple[Path, Path]:  # fmt: skip
     """Writes ``table_levels.md`` and ``table_levels.json`` in `out`: `levels_table` of
-    the grid's cells (name, `experiments.table1.collect` results), under the ``--grid``
+    the grid's cells (name, `experiments.runner.collect` results), under the ``--grid``
     axes that made them."""
     text, payload = levels_table(levels, reference)
     grid = " ".join(f"`{axis}`" for axis in axes)

@@ -10,8 +10,7 @@ import pytest
 
 from aspp_seg.data.labels import TABLE1_COLUMNS
 from aspp_seg.errors import ConfigError
-from experiments import stats, tables
-from experiments import table1 as runner
+from experiments import plans, stats, tables
 from experiments.study import load_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,15 +129,15 @@ def test_other_data_sets_get_seed_means_and_the_comparison_to_the_reference():
 
 
 def test_run_specs_and_overlays(tmp_path):
-    assert runner.parse_run("dl1@seed=1") == runner.RunSpec("dl1_seed1", "dl1", 1, None)
-    assert runner.parse_run("segnet@steps=60@seed=2").steps == 60
+    assert plans.parse_run("dl1@seed=1") == plans.RunSpec("dl1_seed1", "dl1", 1, None)
+    assert plans.parse_run("segnet@steps=60@seed=2").steps == 60
     with pytest.raises(ConfigError, match="'lr=1' is not seed"):
-        runner.parse_run("dl1@lr=1")
+        plans.parse_run("dl1@lr=1")
     overlay = REPO / "configs" / "overlay" / "study_camvid.yaml"
-    dl1 = runner._net_parameters(runner.config_path("dl1"))
-    assert runner.overlay_for(overlay, dl1, "dl1", tmp_path) == overlay  # all keys taken
-    segnet = runner.overlay_for(
-        overlay, runner._net_parameters(runner.config_path("segnet")), "segnet", tmp_path
+    dl1 = plans._net_parameters(plans.config_path("dl1"))
+    assert plans.overlay_for(overlay, dl1, "dl1", tmp_path) == overlay  # all keys taken
+    segnet = plans.overlay_for(
+        overlay, plans._net_parameters(plans.config_path("segnet")), "segnet", tmp_path
     )
     kept = segnet.read_text()
     assert segnet.parent == tmp_path / "runs" / "segnet"
@@ -161,13 +160,13 @@ def test_study_numbers_are_the_published_ones():
 
 def test_unknown_config_and_budget_are_named():
     with pytest.raises(ConfigError, match=r"dl9.*known configs:.*dl1"):
-        runner.config_path("dl9")
+        plans.config_path("dl9")
     with pytest.raises(ConfigError, match="--budget 'huge'"):
-        runner.budget_overrides("huge", set())
-    tiny = runner.budget_overrides("tiny", {"backbone", "channels"})
+        plans.budget_overrides("huge", set())
+    tiny = plans.budget_overrides("tiny", {"backbone", "channels"})
     assert "--model.net.init_args.backbone" in tiny
     assert "--model.net.init_args.pretrained" not in tiny
-    assert runner.budget_overrides("100", set())[:2] == ["--trainer.max_steps", "100"]
+    assert plans.budget_overrides("100", set())[:2] == ["--trainer.max_steps", "100"]
 
 
 def test_test_split_switch_evaluates_the_train_split(tiny_cityscapes):

@@ -209,7 +209,7 @@ def test_demo_regeneration_refuses_to_write_over_a_foreign_file(tmp_path):
 
 
 def test_table1_rerun_of_a_finished_run_keeps_its_log_and_wall_time(tmp_path, monkeypatch):
-    from experiments import table1
+    from experiments import runner
 
     run = tmp_path / "runs" / "dl1" / "fit"
     (run / "checkpoints").mkdir(parents=True)
@@ -222,6 +222,6 @@ def test_table1_rerun_of_a_finished_run_keeps_its_log_and_wall_time(tmp_path, mo
         return 0  # its exit status
 
     monkeypatch.setattr("experiments.sweep.run_child", finished)
-    table1.train("dl1", Path(DEMO), [], tmp_path, wandb_group=None, quiet=True)
+    runner.train("dl1", Path(DEMO), [], tmp_path, wandb_group=None, quiet=True)
     assert (run / "wall_s.txt").read_text() == "3600\n"
     assert (run / "fit.log").read_text() == "the training's output\nnothing left to train\n"

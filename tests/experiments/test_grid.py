@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from aspp_seg.errors import ConfigError
-from experiments import sweep
-from experiments import table1 as runner
+from experiments import plans, runner, sweep, table1
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY = REPO / "experiments" / "results" / "study_camvid"
@@ -44,34 +43,34 @@ def _cells(line: str) -> list[str]:
     ],
 )  # fmt: skip
 def test_levels_split_at_top_level_commas(text, levels):
-    assert runner.split_levels(text) == levels
+    assert plans.split_levels(text) == levels
 
 
 def test_an_axis_of_a_setting_of_overlays_or_of_budgets(tmp_path):
-    size = runner.parse_axis("data.init_args.image_size=[176,240], [360,480]")
+    size = plans.parse_axis("data.init_args.image_size=[176,240], [360,480]")
     assert [lv.folder for lv in size] == ["image_size=176x240", "image_size=360x480"]
     assert size[1].setting == ("data.init_args.image_size", "[360,480]")
-    assert [lv.folder for lv in runner.parse_axis("model.optimizer.init_args.lr=0.01,0.1")] == [
+    assert [lv.folder for lv in plans.parse_axis("model.optimizer.init_args.lr=0.01,0.1")] == [
         "lr=0.01", "lr=0.1"]  # fmt: skip
 
     big = tmp_path / "big.yaml"
     big.write_text("data.init_args.image_size: [360, 480]\n")
-    aspp = runner.parse_axis(f"aspp_input=11x15:,23x30:{big}")
+    aspp = plans.parse_axis(f"aspp_input=11x15:,23x30:{big}")
     assert [(lv.folder, lv.overlay) for lv in aspp] == [("aspp_input=11x15", None),
                                                        ("aspp_input=23x30", big)]  # fmt: skip
-    budget = runner.parse_axis("budget=920,3450")
+    budget = plans.parse_axis("budget=920,3450")
     assert [(lv.folder, lv.budget) for lv in budget] == [("budget=920", "920"),
                                                         ("budget=3450", "3450")]  # fmt: skip
 
-    cells = runner.grid_cells([f"aspp_input=11x15:,23x30:{big}", "budget=920,3450"])
+    cells = plans.grid_cells([f"aspp_input=11x15:,23x30:{big}", "budget=920,3450"])
     assert [c.name for c in cells] == [f"aspp_input={a}/budget={b}" for a in ("11x15", "23x30")
                                        for b in (920, 3450)]  # fmt: skip
     assert cells[3].out(tmp_path) == tmp_path / "aspp_input=23x30" / "budget=3450"
     assert cells[3].budget == "3450" and cells[0].budget == "920"
-    assert runner.grid_cells([]) == [runner.Cell()]
-    assert runner.Cell().out(tmp_path) == tmp_path and runner.Cell().name == ""
+    assert plans.grid_cells([]) == [plans.Cell()]
+    assert plans.Cell().out(tmp_path) == tmp_path and plans.Cell().name == ""
     with pytest.raises(ConfigError, match="each axis once"):
-        runner.grid_cells(["budget=1,2", "budget=3,4"])
+        plans.grid_cells(["budget=1,2", "budget=3,4"])
 
 
 @pytest.mark.parametrize(
@@ -89,7 +88,7 @@ def test_an_axis_of_a_setting_of_overlays_or_of_budgets(tmp_path):
 )  # fmt: skip
 def test_an_axis_that_does_not_parse_is_one_line(axis, message, tmp_path):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        runner.run(["--configs", "dl1", "--grid", axis, "--out", str(tmp_path / "out")])
+        table1.run(["--configs", "dl1", "--grid", axis, "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
 
 
@@ -100,7 +99,7 @@ def test_dry_run_prints_every_cell_as_one_slurm_array(tmp_path, capsys):
     big = tmp_path / "big.yaml"
     big.write_text("data.init_args.val_batch_size: 1\n")
     out = tmp_path / "sweep"
-    runner.main(["--configs", "dl1", "segnet", "--data", "demo", "--budget", "tiny",
+    table1.main(["--configs", "dl1", "segnet", "--data", "demo", "--budget", "tiny",
                  "--grid", f"{CHANNELS}=8,16", f"size=small:,big:{big}",
                  "--out", str(out), "--dry-run", "--cluster", "slurm", "--jobs", "3"])  # fmt: skip
     printed = capsys.readouterr().out
@@ -120,7 +119,7 @@ def test_dry_run_prints_every_cell_as_one_slurm_array(tmp_path, capsys):
 # ----------------------------------------------------------- the sweep, in process
 
 
-def _fake_scores(plan: runner.RunPlan) -> None:
+def _fake_scores(plan: plans.RunPlan) -> None:
     """What a finished run leaves (`runner.kept_scores`): finished.json at the budget and
     evaluation files of that step, with scores that differ by config, seed and level."""
     fit, folder = plan.folder / "fit", plan.folder / "eval"
@@ -138,8 +137,8 @@ def _fake_scores(plan: runner.RunPlan) -> None:
     for split in runner.SPLITS:
         (folder / f"{split}_iou.csv").write_text(
             f"road,car,mIoU\n{iou[0]:.4f},{iou[1]:.4f},{iou.mean():.4f}\n")  # fmt: skip
-    (folder / runner.EVALUATED).write_text(json.dumps({"step": runner.TINY_STEPS}))
-    (fit / runner.FINISHED).write_text(json.dumps({"steps": runner.TINY_STEPS}))
+    (folder / runner.EVALUATED).write_text(json.dumps({"step": plans.TINY_STEPS}))
+    (fit / runner.FINISHED).write_text(json.dumps({"steps": plans.TINY_STEPS}))
 
 
 def test_a_grid_killed_in_flight_and_rerun_runs_every_cell_once(tmp_path, monkeypatch, capsys):
@@ -153,8 +152,8 @@ def test_a_grid_killed_in_flight_and_rerun_runs_every_cell_once(tmp_path, monkey
     out = tmp_path / "sweep"
     done, started = [], []
 
-    def work(plan: runner.RunPlan) -> None:
-        name = runner.job_label(plan, out)
+    def work(plan: plans.RunPlan) -> None:
+        name = table1.job_label(plan, out)
         started.append(name)
         if len(started) == 3:  # killed part-way: a checkpoint at step 2, nothing more
             checkpoint = plan.folder / "fit" / "checkpoints" / "last.ckpt"
@@ -164,19 +163,19 @@ def test_a_grid_killed_in_flight_and_rerun_runs_every_cell_once(tmp_path, monkey
         _fake_scores(plan)
         done.append(name)
 
-    monkeypatch.setattr(runner, "run_one", work)
+    monkeypatch.setattr(table1, "run_one", work)  # what the command submits
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the runner adds the repository to it
     monkeypatch.setattr(sweep, "run_jobs", lambda jobs, engine, log: [job() for job in jobs])
     command = ["--configs", "dl1", "dl2", "--seeds", "0", "1", "--data", "demo",
                "--budget", "tiny", "--grid", f"{CHANNELS}=8,16", "--out", str(out)]  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
-        runner.run(command)
+        table1.run(command)
     killed = started[2]
     assert len(done) == 2 and killed.startswith("channels=8/")
     assert not (out / "table_levels.md").exists()
     capsys.readouterr()
 
-    runner.run(command)
+    table1.run(command)
     printed = capsys.readouterr().out
     cells = [f"{level}/{label}" for level in LEVELS
              for label in ("dl1_seed0", "dl1_seed1", "dl2_seed0", "dl2_seed1")]  # fmt: skip
@@ -229,7 +228,7 @@ def test_a_grid_killed_in_flight_and_rerun_runs_every_cell_once(tmp_path, monkey
     written = {p: p.read_bytes() for p in tables}
     for level in LEVELS:
         shutil.rmtree(out / level / "demo_data")
-    runner.run([*command, "--collect"])
+    table1.run([*command, "--collect"])
     assert {p: p.read_bytes() for p in written} == written
 
 
@@ -289,13 +288,13 @@ def test_collect_needs_no_data_folder_and_keeps_the_recorded_data(tmp_path, caps
     command = ["--configs", "dl1@seed=0", "dl2@seed=0", "dl3@seed=0", "--reference", "dl1",
                "--overlay", "configs/overlay/study_camvid.yaml", "--budget", "920",
                "--out", str(out), "--collect"]  # fmt: skip
-    runner.run([*command, "--data", str(tmp_path / "no" / "camvid")])
+    table1.run([*command, "--data", str(tmp_path / "no" / "camvid")])
     assert "no records of dl3_seed0; left out of the tables" in capsys.readouterr().out
     first = {p.name: p.read_bytes() for p in out.glob("[tr]*.*")}
     assert sorted(first) == ["results.json", "table1.md", "table2.md"]
     assert json.loads(first["results.json"])["meta"]["data"] == str(tmp_path / "no" / "camvid")
     assert "dl3" not in first["table2.md"].decode()
-    runner.run(command)
+    table1.run(command)
     assert {p.name: p.read_bytes() for p in out.glob("[tr]*.*")} == first
 
 
@@ -311,7 +310,7 @@ def test_collect_rewrites_the_committed_study_tables_byte_for_byte(tmp_path, mon
     out = command.index("--out") + 1
     assert Path(command[out]).resolve() == STUDY
     command[out] = str(copy)
-    runner.run(command)
+    table1.run(command)
     tables = [p.relative_to(copy) for p in copy.rglob("*")
               if p.name.startswith("table") or p.name == "results.json"]  # fmt: skip
     assert Path("table1.md") in tables or Path("table_levels.md") in tables
@@ -369,7 +368,7 @@ def test_a_real_grid_killed_and_rerun_gives_every_cell_once(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     for cell in cells:
         record = json.loads((cell / "fit" / runner.FINISHED).read_text())
-        assert record["steps"] == runner.TINY_STEPS
+        assert record["steps"] == plans.TINY_STEPS
         assert record["code"] == runner.code_version()  # the commit that trained it
         assert record["code"] is None or record["code"].startswith(_head())
         assert (cell / "eval" / runner.PER_IMAGE).is_file()

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from aspp_seg.errors import ConfigError, RunFailed
-from experiments import sweep
-from experiments import table1 as runner
+from experiments import plans, runner, sweep, table1
 from experiments.study import load_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,7 +199,7 @@ def test_dry_run_prints_the_slurm_jobs_without_a_cluster(tmp_path, capsys):
     out = tmp_path / "sweep"
     overlay = tmp_path / "overlay.yaml"  # SegNet takes no backbone: its copy leaves it out
     overlay.write_text("model.net.init_args.backbone: resnet18\n")
-    runner.main(["--configs", "dl1", "segnet", "--seeds", "0", "1", "--data", "demo",
+    table1.main(["--configs", "dl1", "segnet", "--seeds", "0", "1", "--data", "demo",
                  "--overlay", str(overlay),
                  "--budget", "tiny", "--out", str(out), "--dry-run",
                  "--cluster", "slurm", "--partition", "gpu", "--gpus_per_job", "2",
@@ -225,9 +224,9 @@ def test_dry_run_prints_the_slurm_jobs_without_a_cluster(tmp_path, capsys):
     (["--collect", "false"], False)])  # fmt: skip
 def test_the_switches_take_a_bare_flag_or_a_value(given, expected):
     base = ["--configs", "dl1"]
-    assert runner.build_parser().parse_args(base + given).collect is expected
+    assert table1.build_parser().parse_args(base + given).collect is expected
     dry_run = [arg.replace("--collect", "--dry-run") for arg in given]
-    assert runner.build_parser().parse_args(base + dry_run).dry_run is expected
+    assert table1.build_parser().parse_args(base + dry_run).dry_run is expected
 
 
 def test_a_killed_worker_is_a_failed_run_and_the_other_jobs_go_on(tmp_path, monkeypatch):
@@ -297,10 +296,10 @@ def test_engine_options_are_checked():
     assert params["array_parallelism"] == 5 and params["mem"] == "64G"  # submitit's own
     assert params["additional_parameters"] == {"reservation": "r1"}  # written as given
     with pytest.raises(ConfigError, match="seeds with @seed= or --seeds"):
-        runner.expand_runs(["dl1@seed=1"], [0])
+        plans.expand_runs(["dl1@seed=1"], [0])
     with pytest.raises(ConfigError, match="given twice"):
-        runner.expand_runs(["dl1", "dl1"])
-    assert [s.label for s in runner.expand_runs(["dl1", "segnet@steps=60"], [0, 1])] == [
+        plans.expand_runs(["dl1", "dl1"])
+    assert [s.label for s in plans.expand_runs(["dl1", "segnet@steps=60"], [0, 1])] == [
         "dl1_seed0", "dl1_seed1", "segnet_steps60_seed0", "segnet_steps60_seed1"]  # fmt: skip
 
 
@@ -338,23 +337,25 @@ def test_a_job_records_its_reason_and_holds_its_run(tmp_path):
 
 
 def test_run_state_from_the_run_folder(tmp_path, tiny_checkpoint):
-    """A run trained to its budget before the marker existed is adopted as finished; a
-    shorter one is resumed; a config that does not parse is a failed run."""
-    spec = runner.RunSpec("dl1", "dl1")
-    config = runner.config_path("dl1")
-    plan = runner.RunPlan(spec, config, (), tmp_path, "2")
+    """A checkpoint without ``finished.json`` is resumed (its training then marks it), one
+    with it is evaluated next, a shorter one than the budget is resumed; a config that
+    does not parse is a failed run. Reading the state writes nothing."""
+    spec = plans.RunSpec("dl1", "dl1")
+    config = plans.config_path("dl1")
+    plan = plans.RunPlan(spec, config, (), tmp_path, "2")
     assert runner.run_state(plan) == runner.RunState("new")
     checkpoint = _checkpoint(tmp_path, "dl1")
     checkpoint.parent.mkdir(parents=True)
     shutil.copy(tiny_checkpoint, checkpoint)  # 2 steps done
-    longer = runner.RunPlan(spec, config, (), tmp_path, "5")
-    assert runner.run_state(longer) == runner.RunState("resume", "from step 2")
-    assert runner.run_state(plan, adopt=False) == runner.RunState("evaluate", "trained to step 2")
+    assert runner.run_state(plan) == runner.RunState("resume", "from step 2")
     assert not _finished(tmp_path, "dl1")
-    assert runner.run_state(plan).what == "evaluate" and _finished(tmp_path, "dl1")
+    runner._mark_finished(plan, 2)
+    assert runner.run_state(plan) == runner.RunState("evaluate", "trained to step 2")
+    longer = plans.RunPlan(spec, config, (), tmp_path, "5")
+    assert runner.run_state(longer) == runner.RunState("resume", "from step 2")
     assert runner.fit_record(longer) is None  # the marker is for 2 steps, not 5
-    assert runner.fit_record(runner.RunPlan(spec, config, (), tmp_path, "full")) is None
-    broken = runner.RunPlan(spec, config, (), tmp_path, "2", error="config: no such key")
+    assert runner.fit_record(plans.RunPlan(spec, config, (), tmp_path, "full")) is None
+    broken = plans.RunPlan(spec, config, (), tmp_path, "2", error="config: no such key")
     assert runner.run_state(broken) == runner.RunState("failed", "config: no such key")
     assert runner.collect(broken)["reason"] == "config: no such key"
 
@@ -363,12 +364,12 @@ def test_a_finished_run_without_its_checkpoint_keeps_its_scores(tmp_path, tiny_c
     """Checkpoints deleted after the evaluation (to save disk, or a run folder copied
     without them): the run stays finished and is not retrained, its scores are read from
     its files; scores of another step than the finished one do not count."""
-    spec = runner.RunSpec("dl1", "dl1")
-    plan = runner.RunPlan(spec, runner.config_path("dl1"), (), tmp_path, "2")
+    spec = plans.RunSpec("dl1", "dl1")
+    plan = plans.RunPlan(spec, plans.config_path("dl1"), (), tmp_path, "2")
     checkpoint = _checkpoint(tmp_path, "dl1")
     checkpoint.parent.mkdir(parents=True)
     shutil.copy(tiny_checkpoint, checkpoint)  # 2 steps done
-    assert runner.run_state(plan).what == "evaluate"  # marks it finished
+    runner._mark_finished(plan, 2)
     folder = tmp_path / "runs" / "dl1" / "eval"
     folder.mkdir()
     for split, miou in (("train", "60.00"), ("val", "50.00")):
@@ -377,7 +378,9 @@ def test_a_finished_run_without_its_checkpoint_keeps_its_scores(tmp_path, tiny_c
 
     np.save(folder / runner.PER_IMAGE, np.ones((3, 2, 2), dtype=np.int64))
     (folder / runner.IMAGES).write_text("a\nb\nc\n")
-    assert runner.run_state(plan).what == "finished"  # writes evaluated.json: step 2
+    assert runner.run_state(plan).what == "evaluate"  # no evaluated.json: not complete
+    runner._mark_evaluated(tmp_path, "dl1", checkpoint)  # the evaluation's last file
+    assert runner.run_state(plan).what == "finished"
     assert json.loads((folder / runner.EVALUATED).read_text())["step"] == 2
 
     checkpoint.unlink()
@@ -407,5 +410,5 @@ def test_a_mistake_in_the_command_stops_it_before_out_is_made(given, message, tm
     assert shutil.which("srun") is None  # no SLURM here
     out = tmp_path / "sweep"
     with pytest.raises(ConfigError, match=re.escape(message)):
-        runner.run([*given, "--out", str(out), *(["--budget", "tiny"] * ("--budget" not in given))])
+        table1.run([*given, "--out", str(out), *(["--budget", "tiny"] * ("--budget" not in given))])
     assert not out.exists()

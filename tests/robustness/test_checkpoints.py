@@ -164,10 +164,10 @@ def test_load_model_refuses_a_hostile_checkpoint(ws, where):
 
 
 def test_the_sweep_runner_refuses_a_hostile_checkpoint(ws):
-    from experiments import table1 as runner
+    from experiments import plans, runner
 
-    spec = runner.RunSpec("dl1", "dl1")
-    plan = runner.RunPlan(spec, runner.config_path("dl1"), (), ws.work / "table1", "2")
+    spec = plans.RunSpec("dl1", "dl1")
+    plan = plans.RunPlan(spec, plans.config_path("dl1"), (), ws.work / "table1", "2")
     checkpoint = ws.work / "table1" / "runs" / "dl1" / "fit" / "checkpoints" / "last.ckpt"
     checkpoint.parent.mkdir(parents=True)
     make_hostile(ws.ckpt, checkpoint, ws.work / MARKER)

@@ -290,11 +290,10 @@ def _child(marker: Path, *more: str) -> list[str]:
 
 
 def _training_job(tmp_path: Path, monkeypatch, *more: str):
-    """A sweep job whose work is `experiments.table1.train` with the stand-in child."""
+    """A sweep job whose work is `experiments.runner.train` with the stand-in child."""
     import functools
 
-    from experiments import sweep
-    from experiments import table1 as runner
+    from experiments import runner, sweep
 
     marker = tmp_path / "child.txt"
     monkeypatch.setattr(runner, "fit_command", lambda *args: _child(marker, *more))
@@ -319,7 +318,7 @@ def test_a_child_stopped_by_a_signal_is_an_interrupted_run(status, interrupted, 
     ending = (f"import os; os.kill(os.getpid(), {-status})" if status < 0
               else f"import sys; sys.exit({status})")  # fmt: skip
     job, folder, _ = _training_job(tmp_path, monkeypatch)
-    monkeypatch.setattr(sys.modules["experiments.table1"], "fit_command",
+    monkeypatch.setattr(sys.modules["experiments.runner"], "fit_command",
                         lambda *args: [sys.executable, "-c", ending])  # fmt: skip
     outcome = job()
     assert outcome.reason is not None and outcome.interrupted is interrupted

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from aspp_seg.data.datasets import demo
-from experiments import sweep
-from experiments import table1 as runner
+from aspp_seg.errors import ConfigError
+from experiments import plans, runner, sweep, table1
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE1 = [sys.executable, "-m", "experiments.table1"]
@@ -56,7 +56,7 @@ def test_two_sweeps_on_one_fresh_folder_one_runs_the_other_says_so(tmp_path):
 
     # the winner's records are complete, and the loser left no trace of its own
     run = out / "runs" / "dl1"
-    assert json.loads((run / "fit" / runner.FINISHED).read_text())["steps"] == runner.TINY_STEPS
+    assert json.loads((run / "fit" / runner.FINISHED).read_text())["steps"] == plans.TINY_STEPS
     for name in ("train_iou.csv", "val_iou.csv", runner.PER_IMAGE, runner.IMAGES, runner.EVALUATED):
         assert (run / "eval" / name).is_file(), name
     assert not (run / sweep.LOCK).exists() and not (run / sweep.FAILED).exists()
@@ -64,7 +64,7 @@ def test_two_sweeps_on_one_fresh_folder_one_runs_the_other_says_so(tmp_path):
     assert results["runs"]["dl1"]["state"] == "finished"
     assert (out / "table1.md").is_file() and (out / "table2.md").is_file()
     assert demo.generated_settings(out / "demo_data") is not None
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [runner.LOCK]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [table1.LOCK]
     assert len(list((out / "submitit").iterdir())) == 1
     assert (out / "sweep.log").read_text().count(" runs in ") == 1
 
@@ -88,7 +88,7 @@ def test_a_folder_held_by_a_live_process_is_refused_and_freed_when_it_is_killed(
         before = _files(out)
         command = ["--configs", "dl1", "--data", "demo", "--budget", "tiny", "--out", str(out)]
         with pytest.raises(SystemExit) as exit_info:
-            runner.main(command)
+            table1.main(command)
         assert exit_info.value.code == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1
@@ -96,13 +96,13 @@ def test_a_folder_held_by_a_live_process_is_refused_and_freed_when_it_is_killed(
             f"table1: error: {out} is in use by another table1 (pid {holder.pid} on "
         )
         assert _files(out) == before
-        with pytest.raises(runner.FolderInUse), runner.holding(out):  # --collect alike
+        with pytest.raises(table1.FolderInUse), table1.holding(out):  # --collect alike
             pass
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    with runner.holding(out):
-        lock = json.loads((out / runner.LOCK).read_text())
+    with table1.holding(out):
+        lock = json.loads((out / table1.LOCK).read_text())
         assert lock["pid"] == os.getpid()
 
 
@@ -146,8 +146,8 @@ def test_a_file_system_without_locks_is_one_line(tmp_path, monkeypatch):
     def no_locks(fd, operation):
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
-    monkeypatch.setattr(runner.fcntl, "flock", no_locks)
-    with pytest.raises(runner.ConfigError, match=r"cannot lock .*\.table1\.lock \(No locks"):
-        runner.run(["--configs", "dl1", "--data", "demo", "--budget", "tiny",
+    monkeypatch.setattr(table1.fcntl, "flock", no_locks)
+    with pytest.raises(ConfigError, match=r"cannot lock .*\.table1\.lock \(No locks"):
+        table1.run(["--configs", "dl1", "--data", "demo", "--budget", "tiny",
                     "--out", str(tmp_path / "sweep")])  # fmt: skip
-    assert [p.name for p in (tmp_path / "sweep").iterdir()] == [runner.LOCK]
+    assert [p.name for p in (tmp_path / "sweep").iterdir()] == [table1.LOCK]
