@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from jsonargparse import CLI
 from torch import nn
 
+from aspp_seg.cli.timing import device_name, peak_memory, timed_step
 from aspp_seg.data.labels import IGNORE_INDEX
 from aspp_seg.models import ASPP, deeplabv3
 from aspp_seg.models.port import torchvision_deeplabv3
@@ -61,7 +62,6 @@ from aspp_seg.training.hardware import (
     fuse_optimizer,
     to_channels_last,
 )
-from aspp_seg.training.timing import device_name, peak_memory, timed_step
 
 FAST_PATHS = ("channels_last", "bf16", "compile", "fused")
 MODEL_SWITCHES = {

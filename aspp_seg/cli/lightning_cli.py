@@ -30,6 +30,7 @@ from aspp_seg.evaluation.checkpoints import check_fits, is_file_path, read_check
 from aspp_seg.training.callbacks import (
     ClassWeights,
     FastPaths,
+    LoggedStepAlignment,
     LRScaling,
     PredictionWriter,
     Preemption,
@@ -46,7 +47,6 @@ from aspp_seg.training.precision import choose_precision
 from aspp_seg.training.resume import (
     RESUME_FLAG,
     FolderSnapshot,
-    LoggedStepAlignment,
     check_resume,
     evaluation_folder,
     follow_root_dir,

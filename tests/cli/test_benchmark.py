@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from aspp_seg.cli.main import main
+from aspp_seg.cli.timing import measure
 from aspp_seg.models import port
-from aspp_seg.training.timing import measure
 
 REPO = Path(__file__).resolve().parents[2]
 

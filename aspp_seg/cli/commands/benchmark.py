@@ -50,7 +50,7 @@ def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     import torch
 
-    from aspp_seg.training.timing import benchmark_table, device_name, measure
+    from aspp_seg.cli.timing import benchmark_table, device_name, measure
 
     if args.batch < 1 or args.iters < 1 or args.warmup < 0 or min(args.size) < 1:
         raise ConfigError("--batch, --iters and --size must be >= 1, --warmup >= 0")

@@ -12,6 +12,8 @@
 - `LRScaling` (lr_scaling.py): the LR follows the global batch;
 - `ScheduleRetarget` (schedule_retarget.py): the LR schedule follows a run's length
   across resumes;
+- `LoggedStepAlignment` (logged_step_alignment.py): a resumed run logs at the step its
+  checkpoint reached;
 - `RunConfigCallback` (run_config.py): the run's config.yaml, W&B config and run id;
 - `ResultFiles` (result_files.py): per-class IoU tables in the run folder;
 - `SegmentationLogger` (segmentation_logger.py): tables, confusion and overlays for
@@ -20,7 +22,7 @@
 
 ``aspp-seg`` adds `FastPaths`, `LRScaling` (settings: the config's top-level
 ``fast_paths:`` and ``lr_scaling:``), `RunGuard`, `Preemption`, `ClassWeights`, `ScheduleRetarget`,
-`ResultFiles` and, for ``predict``, a `PredictionWriter` to every run
+`LoggedStepAlignment`, `ResultFiles` and, for ``predict``, a `PredictionWriter` to every run
 (`aspp_seg.cli.lightning_cli`); plain Python lists the ones it wants in
 ``Trainer(callbacks=[...])``.
 """
@@ -29,6 +31,7 @@ from aspp_seg.training.callbacks.checkpoint import ModelCheckpoint
 from aspp_seg.training.callbacks.class_weights import ClassWeights
 from aspp_seg.training.callbacks.ema import EMA
 from aspp_seg.training.callbacks.fast_paths import FastPaths
+from aspp_seg.training.callbacks.logged_step_alignment import LoggedStepAlignment
 from aspp_seg.training.callbacks.lr_scaling import LRScaling
 from aspp_seg.training.callbacks.prediction_writer import PredictionWriter
 from aspp_seg.training.callbacks.preemption import Preemption
@@ -43,6 +46,7 @@ __all__ = [
     "ClassWeights",
     "FastPaths",
     "LRScaling",
+    "LoggedStepAlignment",
     "ModelCheckpoint",
     "PredictionWriter",
     "Preemption",

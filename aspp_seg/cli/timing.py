@@ -1,4 +1,5 @@
-"""The one timing core of ``aspp-seg benchmark`` and the scripts in ``benchmarks/``.
+"""The one timing core of ``aspp-seg benchmark`` (`aspp_seg.cli.commands.benchmark`) and
+the scripts in ``benchmarks/``; plain PyTorch, nothing of training.
 
 `measure` gives one network's figures for ``aspp-seg benchmark``; `timed_step`,
 `peak_memory` and `device_name` also serve ``benchmarks/train_throughput.py``.
