@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aspp_seg.data.labels import TABLE1_COLUMNS
+from aspp_seg.data.datasets.cityscapes import COLUMNS
 from aspp_seg.errors import ConfigError
 from experiments import plans, stats, tables
 from experiments.study import load_study
@@ -20,7 +20,7 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
-def _split(iou, miou, columns=TABLE1_COLUMNS):
+def _split(iou, miou, columns=COLUMNS):
     return {"columns": list(columns), "iou": np.asarray(iou), "miou": miou}
 
 
@@ -63,7 +63,7 @@ def test_other_data_sets_get_seed_means_and_the_comparison_to_the_reference():
     """CamVid: its 11 classes as columns, no study rows; DL-1 and DL-2 over three seeds,
     DL-4 once: mean ± sd rows, the difference to DL-1 with Welch's interval and a
     verdict; a failed run is a row with its reason."""
-    from aspp_seg.data.labels import CAMVID_CLASSES
+    from aspp_seg.data.datasets.camvid import CLASSES as CAMVID_CLASSES
 
     def run(config, seed, miou, first):
         iou = np.full(11, 0.5)
@@ -123,7 +123,7 @@ def test_other_data_sets_get_seed_means_and_the_comparison_to_the_reference():
                                     "-", "not distinguishable"]  # fmt: skip
     assert "Welch's t" in table[-1] and "paired bootstrap" in table[-1]
     assert "Not the study's data set" in tables.caveat(None, "225", cityscapes=False)
-    results["dl2_seed0"]["val"]["columns"] = list(TABLE1_COLUMNS)[:11]
+    results["dl2_seed0"]["val"]["columns"] = list(COLUMNS)[:11]
     with pytest.raises(ConfigError, match="different classes"):
         tables.table1(results, study)
 
