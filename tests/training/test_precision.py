@@ -179,3 +179,22 @@ def test_fit_on_a_native_bf16_cpu(tiny_cityscapes, tmp_path, run_cli, monkeypatc
     for name in ("state_dict", "current_model_state"):  # the average, the live weights
         floats = {v.dtype for v in state[name].values() if v.is_floating_point()}
         assert floats == {torch.float32}, name
+
+
+def test_bf16_step_benchmark_runs_on_a_tiny_batch(monkeypatch, capsys):
+    """``benchmarks/bf16_step.py`` (eager only: compiling takes minutes) prints a ratio
+    per net that follows from its step times."""
+    import importlib.util
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))  # it imports train_throughput
+    spec = importlib.util.spec_from_file_location("bf16_step", benchmarks / "bf16_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(compile=[False], batch=2, height=32, width=48, warmup=0, rounds=1)
+    printed = capsys.readouterr().out
+    assert set(result) == {"study", "recipe"} and "native bf16" in printed
+    for net, rows in result.items():
+        ratio = rows["bf16"]["step_s"] / rows["fp32"]["step_s"]
+        assert f"{net}: bf16 / fp32 step time: {ratio:.3f} wall" in printed
