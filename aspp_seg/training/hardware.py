@@ -12,7 +12,10 @@ known to help, ``True`` to insist (an error says why where it cannot work) and
   on CPU (oneDNN convolutions skip their layout reorders: measured 7-10% faster
   training steps and 30% faster evaluation here, docs/scaling.md).
 - ``torch.compile`` of the network: automatic on CUDA when Triton is installed;
-  otherwise the network stays eager and one line says why.
+  otherwise the network stays eager and one line says why. On the CPU compiling the
+  training step takes minutes and gave no faster step (compiled / eager CPU time
+  0.99-1.01 for the study and CamVid recipe nets, fp32 and bf16:
+  ``benchmarks/bf16_step.py``), so it is not automatic there.
 - fused SGD / Adam(W) kernels: automatic on CUDA.
 - gradient checkpointing of the backbone: off unless asked (trades about a third more
   compute for much less activation memory, for full-resolution OS8 training).

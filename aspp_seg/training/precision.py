@@ -3,8 +3,9 @@ computes bfloat16 natively, Lightning's float32 everywhere else.
 
 A CPU computes bf16 natively when torch reports AVX512-BF16 or AMX-BF16
 (``torch.cpu.get_capabilities()``, read by cpuinfo; `NATIVE_BF16`). There oneDNN's bf16
-convolutions train the study's ResNet-18 DL-1 at about 0.6x the float32 step time
-(``benchmarks/bf16_step.py``). A CPU without those instructions can run bf16 too, but
+convolutions train the study's ResNet-18 DL-1 in 0.57x and the CamVid recipe's net in
+0.55x the float32 CPU time per step (``benchmarks/bf16_step.py``, AVX512-BF16, one
+thread). A CPU without those instructions can run bf16 too, but
 emulated, so it keeps float32; so do GPUs (their precision comes from the config, e.g.
 ``configs/trainer/ddp.yaml``), and ARM CPUs, whose bf16 speed is unmeasured here.
 
