@@ -27,6 +27,13 @@ from pathlib import Path
 
 import torch
 import yaml
+from lightning.pytorch.accelerators import (
+    Accelerator,
+    CPUAccelerator,
+    CUDAAccelerator,
+    MPSAccelerator,
+    XLAAccelerator,
+)
 from lightning.pytorch.utilities import rank_zero_info
 
 NATIVE_BF16 = ("avx512_bf16", "amx_bf16")
@@ -50,14 +57,6 @@ def native_bf16(capabilities: Mapping[str, object] | None = None) -> list[str]:
 def accelerator_type(accelerator) -> str:
     """``cpu``, ``cuda``, ``mps``, ``tpu``, ... for a ``trainer.accelerator`` setting,
     resolving ``auto`` and ``gpu`` as Lightning does."""
-    from lightning.pytorch.accelerators import (
-        Accelerator,
-        CPUAccelerator,
-        CUDAAccelerator,
-        MPSAccelerator,
-        XLAAccelerator,
-    )
-
     if isinstance(accelerator, Accelerator):
         return "cpu" if isinstance(accelerator, CPUAccelerator) else type(accelerator).__name__
     name = str(accelerator or "auto")
