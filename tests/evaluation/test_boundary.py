@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import demo_args
 
 from aspp_seg.evaluation.boundary import (
     BoundaryScores,
@@ -230,13 +231,9 @@ def test_a_test_pass_logs_writes_and_records_the_boundary_metrics(
     from experiments.per_image import PerImageCounts
 
     monkeypatch.chdir(tmp_path)
-    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
     cli = lightning_cli(
-        ["--config", str(demo), "--data.init_args.root", str(tiny_cityscapes),
-         "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-         "--model.net.init_args.aspp.init_args.channels", "16",
-         "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]",
-         "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)],
+        demo_args(tiny_cityscapes, "--trainer.callbacks", "[]", "--trainer.logger", "false",
+                  "--trainer.default_root_dir", str(tmp_path)),
         run=False,
     )  # fmt: skip
     counts = PerImageCounts()
@@ -299,12 +296,7 @@ def test_validate_and_evaluate_count_the_same_boundaries(
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint.parent.mkdir(parents=True)
     shutil.copy(tiny_checkpoint, checkpoint)
-    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-    args = ["--config", str(demo), "--data.init_args.root", str(tiny_cityscapes),
-            "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-            "--model.net.init_args.aspp.init_args.channels", "16",
-            "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]",
-            "--ckpt_path", str(checkpoint)]  # fmt: skip
+    args = demo_args(tiny_cityscapes, "--trainer.callbacks", "[]", "--ckpt_path", str(checkpoint))
     main(["validate", *args])
     validated = tmp_path / "run" / "validate" / "last"
     predictions = tmp_path / "predictions"

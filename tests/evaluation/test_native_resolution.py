@@ -10,21 +10,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+from helpers import demo_args
 from PIL import Image
 
 from aspp_seg.cli.main import main
 from aspp_seg.data.datasets.cityscapes import to_train_ids
 
-REPO = Path(__file__).resolve().parents[2]
 HALF = "[32, 64]"  # the tiny frames are 64 x 128
 
 
 def _args(root: Path) -> list[str]:
-    return ["--config", str(REPO / "configs" / "demo.yaml"),
-            "--data.init_args.root", str(root), "--data.init_args.image_size", HALF,
-            "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-            "--model.net.init_args.aspp.init_args.channels", "16",
-            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    return demo_args(root, "--data.init_args.image_size", HALF)
 
 
 def test_validation_at_half_size_scores_full_size_labels(tiny_cityscapes, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import demo_args
 
 from aspp_seg.cli.main import main
 from aspp_seg.data.datasets.cityscapes import LABEL_ID_TO_TRAIN_ID
@@ -17,19 +18,9 @@ from aspp_seg.errors import DataError
 from aspp_seg.evaluation.visualize import colorize, overlay
 from aspp_seg.training.callbacks.prediction_writer import OUTPUTS, SizeBatchSampler, image_source
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _args(root: Path) -> list[str]:
-    return [
-        "--config", str(REPO / "configs" / "demo.yaml"),
-        "--data.init_args.root", str(root),
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0",
-        "--model.net.init_args.aspp.init_args.channels", "16",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.callbacks", "[]",
-    ]  # fmt: skip
+    return demo_args(root, "--trainer.callbacks", "[]")
 
 
 def _read(path: Path) -> np.ndarray:

@@ -12,13 +12,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import demo_args
 
 from aspp_seg.cli.main import main
 from aspp_seg.errors import ConfigError
 from aspp_seg.evaluation.confusion import ConfusionMatrix
 from aspp_seg.training.determinism import check_deterministic
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -32,16 +31,11 @@ def restore_deterministic():
 
 def _fit(root: Path, folder: Path, seed: int) -> Path:
     """Three training steps and one validation batch of the demo config."""
-    main(["fit", "--config", str(REPO / "configs" / "demo.yaml"),
-          "--seed_everything", str(seed),
+    main(["fit", *demo_args(root, "--seed_everything", str(seed),
           "--trainer.deterministic", "true",
-          "--data.init_args.root", str(root),
-          "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-          "--model.net.init_args.aspp.init_args.channels", "16",
           "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
           "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1",
-          "--trainer.enable_progress_bar", "false",
-          "--trainer.logger.init_args.save_dir", str(folder)])  # fmt: skip
+          "--trainer.logger.init_args.save_dir", str(folder))])  # fmt: skip
     return folder / "demo" / "version_0"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import demo_args
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader
@@ -30,7 +31,6 @@ from aspp_seg.errors import ConfigError
 from aspp_seg.loading import load_model
 from aspp_seg.training.callbacks import EMA
 
-REPO = Path(__file__).resolve().parents[2]
 HORIZON = 0.5  # 4 of 8 steps: 8 steps move the average far from the live weights
 POWER = 0.75  # EMA's default warmup_power (warmup_gamma 1)
 VALUES = [3.0, -1.0, 2.0, 5.0, 0.0, 4.0]  # the hand-made weights, one per step
@@ -191,13 +191,9 @@ class Record(Callback):
 
 
 def _fit(root: Path, extra: Path, *more: str) -> None:
-    main(["fit", "--config", str(REPO / "configs" / "demo.yaml"), "--config", str(extra),
-          "--data.init_args.root", str(root),
-          "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-          "--model.net.init_args.aspp.init_args.channels", "16",
-          "--trainer.log_every_n_steps", "1", "--trainer.limit_val_batches", "1",
-          "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
-          *more])  # fmt: skip
+    main(["fit", *demo_args(root, "--trainer.log_every_n_steps", "1",
+                            "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps",
+                            "0", *more, configs=[extra])])  # fmt: skip
 
 
 def _net_part(state: dict) -> dict[str, torch.Tensor]:

@@ -8,25 +8,21 @@ import logging
 from pathlib import Path
 
 import pytest
+from helpers import demo_args
 
 from aspp_seg.cli.main import main
 
-REPO = Path(__file__).resolve().parents[2]
 BASE_LR = 0.05  # demo.yaml's SGD learning rate; poly 0.9 per step
 STEPS_PER_EPOCH = 4  # 16 training frames, batch 4
 
 
 def _fit(root: Path, *more: str) -> None:
-    main(["fit", "--config", str(REPO / "configs" / "demo.yaml"),
-          "--data.init_args.root", str(root),
+    main(["fit", *demo_args(root,
           "--data.init_args.num_train", "16", "--data.init_args.num_val", "8",
           "--data.init_args.height", "64", "--data.init_args.width", "128",
           "--data.init_args.seed", "1",
-          "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-          "--model.net.init_args.aspp.init_args.channels", "16",
           "--trainer.log_every_n_steps", "1", "--trainer.limit_val_batches", "1",
-          "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
-          *more])  # fmt: skip
+          "--trainer.num_sanity_val_steps", "0", *more)])  # fmt: skip
 
 
 def _lr_rows(run: Path) -> dict[int, float]:
@@ -101,12 +97,8 @@ def test_a_checkpoint_of_aspp_seg_0_2_is_extended_too(
     torch.save(state, old)
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.INFO):
-        main(["fit", "--config", str(REPO / "configs" / "demo.yaml"),
-              "--data.init_args.root", str(tiny_cityscapes), "--data.init_args.batch_size", "4",
-              "--data.init_args.num_workers", "0",
-              "--model.net.init_args.aspp.init_args.channels", "16",
+        main(["fit", *demo_args(tiny_cityscapes,
               "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0",
               "--trainer.logger", "false", "--trainer.callbacks", "[]",
-              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
-              "--ckpt_path", str(old)])  # fmt: skip
+              "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(old))])  # fmt: skip
     assert f"LR schedule: {steps} -> 4 steps" in caplog.text

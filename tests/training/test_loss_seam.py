@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import demo_args
 from torch import nn
 
 from aspp_seg.cli.main import main
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 class FocalLoss(nn.Module):
@@ -35,13 +34,10 @@ def _fit(root: Path, work: Path, loss_yaml: str, *more: str) -> dict:
     """Two demo steps with `loss_yaml` as model.loss; returns the checkpoint."""
     config = work / "loss.yaml"
     config.write_text(f"model:\n  loss:\n{loss_yaml}")
-    main(["fit", "--config", str(REPO / "configs" / "demo.yaml"), "--config", str(config),
-          "--data.init_args.root", str(root), "--data.init_args.batch_size", "8",
-          "--data.init_args.num_workers", "0",
-          "--model.net.init_args.aspp.init_args.channels", "16",
+    main(["fit", *demo_args(root, "--data.init_args.batch_size", "8",
           "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
-          "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
-          "--trainer.callbacks", "[]", "--trainer.default_root_dir", str(work), *more])  # fmt: skip
+          "--trainer.logger", "false", "--trainer.callbacks", "[]",
+          "--trainer.default_root_dir", str(work), *more, configs=[config])])  # fmt: skip
     state = torch.load(next(work.rglob("*.ckpt")), map_location="cpu", weights_only=True)
     return state
 

@@ -8,11 +8,11 @@ The CPU's capabilities are mocked, so the choice is tested the same on every mac
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import demo_args
 from jsonargparse import Namespace
 
 from aspp_seg.training import precision
@@ -24,7 +24,6 @@ from aspp_seg.training.losses import (
 )
 from aspp_seg.training.precision import choose_precision, native_bf16
 
-REPO = Path(__file__).resolve().parents[2]
 AVX512_BF16 = {"avx512_f": True, "avx512_bf16": True, "amx_bf16": False}
 AMX = {"avx512_f": True, "avx512_bf16": False, "amx_bf16": True}
 NO_BF16 = {"avx2": True, "avx512_f": True, "avx512_bf16": False}  # AVX-512 alone: emulated
@@ -161,12 +160,9 @@ def test_fit_on_a_native_bf16_cpu(tiny_cityscapes, tmp_path, run_cli, monkeypatc
     )
     caplog.set_level(logging.INFO)
     result = run_cli(
-        "fit", "--config", str(REPO / "configs" / "demo.yaml"), "--config", str(callbacks),
-        "--data.init_args.root", str(tiny_cityscapes), "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0", "--model.net.init_args.aspp.init_args.channels", "16",
-        "--trainer.accelerator", "cpu", "--trainer.max_steps", "2",
-        "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
-        "--trainer.enable_progress_bar", "false",
+        "fit", *demo_args(tiny_cityscapes, "--trainer.accelerator", "cpu",
+                          "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+                          "--trainer.num_sanity_val_steps", "0", configs=[callbacks]),
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

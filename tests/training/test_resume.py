@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import torch
+from helpers import demo_args
 
-REPO = Path(__file__).resolve().parents[2]
 MAX_EPOCHS = 4  # 16 train frames / batch 4 = 4 steps per epoch: 16 steps in all
 
 # Checkpoint every 2 training steps (mid-epoch too), so that a kill loses little.
@@ -31,18 +31,9 @@ trainer:
 def _fit_command(root: Path, extra: Path, *more: str) -> list[str]:
     return [
         sys.executable, "-m", "aspp_seg.cli", "fit",
-        "--config", str(REPO / "configs" / "demo.yaml"),
-        "--config", str(extra),
-        "--data.init_args.root", str(root),
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0",
-        "--model.net.init_args.aspp.init_args.channels", "16",
-        "--trainer.max_epochs", str(MAX_EPOCHS),
-        "--trainer.log_every_n_steps", "1",
-        "--trainer.limit_val_batches", "1",
-        "--trainer.num_sanity_val_steps", "0",
-        "--trainer.enable_progress_bar", "false",
-        *more,
+        *demo_args(root, "--trainer.max_epochs", str(MAX_EPOCHS),
+                   "--trainer.log_every_n_steps", "1", "--trainer.limit_val_batches", "1",
+                   "--trainer.num_sanity_val_steps", "0", *more, configs=[extra]),
     ]  # fmt: skip
 
 

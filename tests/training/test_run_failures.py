@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from helpers import demo_args
 from PIL import Image
 from torch import nn
 
@@ -59,11 +60,8 @@ def _run(capfd, *args: str, code: int = 0) -> tuple[str, str]:
 
 def _tiny(root: Path, work: Path, *more: str) -> list[str]:
     """The demo config on the 16 + 8 frame set: 4 steps an epoch, one validation batch."""
-    return ["--config", DEMO, "--data.init_args.root", str(root),
-            "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-            "--model.net.init_args.aspp.init_args.channels", "16",
-            "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(work / "runs"), *more]  # fmt: skip
+    return demo_args(root, "--trainer.limit_val_batches", "1",
+                     "--trainer.logger.init_args.save_dir", str(work / "runs"), *more)  # fmt: skip
 
 
 def _files(folder: Path) -> dict[Path, bytes]:

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from helpers import demo_args
 from PIL import Image
 
 from aspp_seg.data.datasets.cityscapes import CLASSES as CITYSCAPES_CLASSES
@@ -83,15 +84,8 @@ def _config(records: list) -> dict:
 def test_demo_run_writes_an_offline_wandb_run(tiny_cityscapes, tmp_path):
     command = [
         sys.executable, "-m", "aspp_seg.cli", "fit",
-        "--config", str(REPO / "configs" / "demo.yaml"),
-        "--config", str(REPO / "configs" / "logger" / "wandb.yaml"),
-        "--data.init_args.root", str(tiny_cityscapes),
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0",
-        "--model.net.init_args.aspp.init_args.channels", "16",
-        "--trainer.max_epochs", "2",
-        "--trainer.log_every_n_steps", "1",
-        "--trainer.enable_progress_bar", "false",
+        *demo_args(tiny_cityscapes, "--trainer.max_epochs", "2", "--trainer.log_every_n_steps",
+                   "1", configs=[REPO / "configs" / "logger" / "wandb.yaml"]),
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
            "WANDB_API_KEY": "", "OMP_NUM_THREADS": "1",
