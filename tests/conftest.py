@@ -11,12 +11,54 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import lightning.pytorch  # noqa: F401
+import psutil
 import pytest
 
 from aspp_seg.data.datasets.demo import generate_demo_cityscapes
+
+# Every process a test starts carries this in its environment (forks inherit the
+# process instead), so that one left running after its test is found even once its
+# parent is gone.
+SESSION = os.environ["ASPP_SEG_TEST_SESSION"] = uuid.uuid4().hex
+
+
+def _left_running() -> list[psutil.Process]:
+    me = psutil.Process()
+    found = {child.pid: child for child in me.children(recursive=True)}
+    for process in psutil.process_iter():
+        try:
+            if process.pid != me.pid and process.environ().get("ASPP_SEG_TEST_SESSION") == SESSION:
+                found[process.pid] = process
+        except (psutil.Error, OSError):
+            continue
+    return list(found.values())
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_running():
+    """Fails a test that leaves a process of its own running (after 10 s of grace), and
+    ends it: a leftover child (a loader worker, a killed sweep's training) kept the
+    whole test run from ever exiting, and CI waited for it until its time ran out."""
+    yield
+    deadline = time.monotonic() + 10
+    while (left := _left_running()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not left:
+        return
+    names = []
+    for process in left:
+        try:
+            names.append(f"{process.pid}: {' '.join(process.cmdline())[:200]}")
+            process.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(left, timeout=10)
+    pytest.fail("the test left processes running: " + "; ".join(names))
 
 
 @pytest.fixture

@@ -193,6 +193,9 @@ def main(args: list[str] | None = None) -> None:
         if user_error is None:
             raise
         print(f"aspp-seg: error: {_one_line(user_error)}", file=sys.stderr)
+        # the line says it all: let go of what the failed run's frames hold (its loaders'
+        # worker processes, the net), also for a caller that keeps the exception
+        traceback.clear_frames(error.__traceback__)
         sys.exit(user_error.exit_code)
 
 

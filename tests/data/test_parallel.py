@@ -37,3 +37,24 @@ def test_the_pool_ends_although_the_parent_catches_sigterm():
     )  # the workers' items sleep 120 s: a worker that ignores SIGTERM times this out
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("stopped in"), result.stdout
+
+
+def test_a_process_ends_with_data_loader_workers_still_alive():
+    """A loader's workers ignore SIGTERM (`ignore_ctrl_c`), the signal multiprocessing's
+    exit hook stops children with before waiting for them: a process that ended while an
+    iterator was still referenced (a failed predict's traceback kept by the caller) used
+    to wait for its workers forever, and CI with it."""
+    program = textwrap.dedent(
+        """
+        from torch.utils.data import DataLoader
+
+        from aspp_seg.data.parallel import ignore_ctrl_c
+
+        loader = DataLoader(list(range(64)), num_workers=2, worker_init_fn=ignore_ctrl_c)
+        KEPT = iter(loader)  # referenced until the interpreter ends
+        next(KEPT)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
