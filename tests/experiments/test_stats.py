@@ -181,20 +181,40 @@ def test_hierarchical_bootstrap_without_seed_spread_is_the_image_bootstrap():
 
 def test_hierarchical_bootstrap_of_seeds_alone_has_a_known_interval():
     """Every image alike (no image noise); reference seeds all score 0, the variant's
-    score 0, 0 and 0.3. A resample's variant mean is 0.1 x (draws of the third seed),
-    Binomial(3, 1/3): 0 (8/27), 0.1 (12/27), 0.2 (6/27), 0.3 (1/27 = 3.7% > 2.5%).
-    So the 95% percentile interval is [0, 0.3] around the difference 0.1."""
+    score 0, 0 and 0.3. Stretched by f = `seed_stretch(3)` about their mean 0.1, they
+    are 0.1 - 0.1 f (twice) and 0.1 + 0.2 f; a resample's variant mean is then
+    0.1 + f (m - 0.1), where m, the mean of three draws of 0, 0 and 0.3, is 0 (8/27),
+    0.1 (12/27), 0.2 (6/27) or 0.3 (1/27 = 3.7% > 2.5%). So the 95% percentile
+    interval is [0.1 - 0.1 f, 0.1 + 0.2 f] around the difference 0.1."""
     flat = np.zeros(12)
     ref = _runs([flat] * 3)
     var = _runs([flat, flat, flat + 0.3])
     interval = stats.hierarchical_bootstrap(ref, var, score=_mean_value, resamples=4000)
-    assert (interval.diff, interval.low, interval.high) == pytest.approx((0.1, 0.0, 0.3))
+    f = stats.seed_stretch(3)
+    assert (interval.diff, interval.low, interval.high) == pytest.approx(
+        (0.1, 0.1 - 0.1 * f, 0.1 + 0.2 * f)
+    )
     # P(diff <= 0) = 8/27: p = 16/27, give or take the 4000 draws (sd of p: 0.014)
     assert interval.p == pytest.approx(2 * 8 / 27, abs=0.05)
     # one run per side: no seed noise, and the interval says so
     single = stats.hierarchical_bootstrap(ref[:1], var[2:], score=_mean_value)
     assert (single.low, single.high) == pytest.approx((0.3, 0.3))
     assert "one run adds no seed noise" in single.test
+
+
+def test_seed_stretch_makes_the_seed_part_a_t_interval():
+    """sqrt(n / (n - 1)) x t(n - 1) / z: 2.69 at n = 3 and 95 % (t = 4.303, z = 1.960),
+    nearing 1 with many seeds; a single run is not stretched. The variance of the mean of
+    n draws from n stretched values is then the sample variance over n, times (t / z)^2."""
+    assert stats.seed_stretch(3) == pytest.approx(math.sqrt(1.5) * 4.302653 / 1.959964)
+    assert stats.seed_stretch(1) == 1.0
+    assert 1 < stats.seed_stretch(200) < 1.01
+    values = np.array([0.0, 0.1, 0.5])
+    f = stats.seed_stretch(3)
+    stretched = values.mean() + f * (values - values.mean())
+    draws_var = stretched.var() / 3  # variance of the mean of 3 draws with replacement
+    t_over_z = scipy_stats.t.ppf(0.975, 2) / scipy_stats.norm.ppf(0.975)
+    assert draws_var == pytest.approx(values.var(ddof=1) / 3 * t_over_z**2)
 
 
 def test_hierarchical_bootstrap_is_deterministic_and_checks_its_runs():
