@@ -340,6 +340,7 @@ def data_overrides(data: str | None, out: Path, budget: str, *, check: bool = Tr
     root = Path(data)
     if not root.is_dir() and check:
         raise ConfigError(f"--data {data}: not a folder; give the data set's root or 'demo'")
+    return ["--data.init_args.root", str(root.resolve())]
 
 
 @dataclass(frozen=True)
