@@ -121,12 +121,14 @@ def test_dry_run_prints_every_cell_as_one_slurm_array(tmp_path, capsys):
 
 def _fake_scores(plan: plans.RunPlan) -> None:
     """What a finished run leaves (`runner.kept_scores`): finished.json at the budget and
-    evaluation files of that step, with scores that differ by config, seed and level."""
+    evaluation files of that step, with scores that differ by config and level, and by
+    seed a little (with two seeds a side, the seed interval is wide: t(1))."""
     fit, folder = plan.folder / "fit", plan.folder / "eval"
     fit.mkdir(parents=True, exist_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(zlib.crc32(f"{plan.out.name}/{plan.label}".encode()))
+    rng = np.random.default_rng(zlib.crc32(f"{plan.out.name}/{plan.spec.config}".encode()))
     counts = rng.integers(1, 10, size=(4, 2, 2))
+    counts[0, 0, 1] += plan.spec.seed or 0
     diagonal = (1000 if plan.spec.config == "dl2" else 100) + 20 * (plan.out.name == LEVELS[1])
     counts[:, [0, 1], [0, 1]] += diagonal  # DL-2 better
     np.save(folder / runner.PER_IMAGE, counts)
