@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import demo_args
 
 from aspp_seg.cli.main import main
 
@@ -30,13 +31,9 @@ def test_notebook_is_stored_without_outputs(name):
 def demo_checkpoint(tiny_cityscapes, tmp_path_factory):
     """Two training steps of the demo config on the tiny data set (seconds on a CPU)."""
     folder = tmp_path_factory.mktemp("notebook_run")
-    main(["fit", "--config", str(NOTEBOOKS.parent / "configs" / "demo.yaml"),
-          "--data.init_args.root", str(tiny_cityscapes),
-          "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-          "--model.net.init_args.aspp.init_args.channels", "16", "--trainer.max_epochs", "1",
+    main(["fit", *demo_args(tiny_cityscapes, "--trainer.max_epochs", "1",
           "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-          "--trainer.enable_progress_bar", "false",
-          "--trainer.logger.init_args.save_dir", str(folder / "runs")])  # fmt: skip
+          "--trainer.logger.init_args.save_dir", str(folder / "runs"))])  # fmt: skip
     return folder / "runs" / "demo" / "version_0" / "checkpoints" / "last.ckpt"
 
 
