@@ -28,7 +28,9 @@ Everything lands in ``--out`` (default ``runs/table1``): per run ``runs/<label>/
 (the training run: checkpoints, ``metrics.csv``, ``fit.log``, ``wall_s.txt`` and, once
 it reached its budget, ``finished.json``), ``runs/<label>/eval/`` (``{train,val}_iou.csv``
 and the per-image val confusion counts of the bootstrap), ``failed.txt`` when its last
-job failed; then ``table1.md``, ``table2.md``, ``results.json`` and ``sweep.log``. The run
+job failed; then ``table1.md``, ``table2.md``, ``results.json``, the figures
+(``val_miou``, ``class_iou``, ``learning_curves``, each ``.png`` and ``.svg``:
+`experiments.figures`) and ``sweep.log``. The run
 folders are the only state: the same command again skips finished runs, resumes
 interrupted ones from their ``last.ckpt`` and starts the rest; ``--collect`` only
 evaluates and tabulates what is there.
@@ -46,7 +48,8 @@ Each level has a name (``image_size=360x480``, the last part of the key and the 
 for several axes), which is an ordinary ``--out`` folder: what the same command without
 ``--grid``, with the level's setting, writes there (runs, ``table1.md``, ``table2.md``,
 ``results.json``). Above them, ``<out>`` gets ``sweep.log``, ``submitit/`` (every cell's
-jobs: one SLURM array) and ``table_levels.md`` / ``table_levels.json``: each config's val
+jobs: one SLURM array), ``levels.png`` / ``levels.svg`` and ``table_levels.md`` /
+``table_levels.json``: each config's val
 mIoU per level (mean ± sd, n) and, within each level, every pair of configs with one
 interval over seeds and val images together (hierarchical bootstrap) and a verdict
 corrected for the level's number of pairs (Holm). A level's setting under
@@ -336,7 +339,7 @@ def _sweep(args, out: Path, specs: Sequence[RunSpec], reference: str, engine,
     elif args.dry_run:
         print("[table1] --collect: nothing would be submitted")
         return None
-    from experiments import tables
+    from experiments import figures, tables
 
     levels, failed, count = [], [], 0
     for cell in cells:
@@ -352,12 +355,14 @@ def _sweep(args, out: Path, specs: Sequence[RunSpec], reference: str, engine,
         data = args.data if args.data is not None or not args.collect else recorded_data(folder)
         t1, t2 = tables.write_tables(results, folder, data=data, budget=cell.budget or args.budget,
                                      reference=reference)  # fmt: skip
+        figures.write_figures(results, folder)
         levels.append((cell.name, results))
         count += len(results)
         failed += [f"{job_label(p, out)} ({results[p.label]['reason']})" for p in mine
                    if results[p.label]["state"] == "failed"]  # fmt: skip
     if len(cells) > 1:
         t1, t2 = tables.write_levels(levels, out, reference=reference, axes=args.grid)
+        figures.write_level_figure(levels, out)
         print(f"\n{t1.read_text()}\nwritten: {t1}, {t2} and each level's "
               "table1.md, table2.md, results.json", flush=True)  # fmt: skip
     else:
