@@ -65,6 +65,7 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+@pytest.mark.slow  # four real trainings and a rerun: 100 s idle, 330 s beside a training
 def test_sweep_killed_in_flight_resumes_on_rerun(tmp_path):
     """Two configs x two seeds, two local jobs at once, killed (the whole process group,
     SIGKILL) once one run has finished and another is part-way; the same command again

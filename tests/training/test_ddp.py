@@ -73,6 +73,7 @@ def run_group(args: list[str], *, timeout: float, **kwargs) -> subprocess.Comple
     return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
 
 
+@pytest.mark.slow  # two processes of Lightning's DDP on 2 cores: 45 s idle, 200 s beside a training
 def test_two_process_ddp_on_cpu_keeps_replicas_identical(tiny_cityscapes, tmp_path):
     probe_dir = tmp_path / "probe"
     args = [

@@ -32,6 +32,7 @@ def test_variants_give_each_net_its_fast_paths(bench):
         bench.variant_paths("channels_first", "cpu")
 
 
+@pytest.mark.slow  # times every variant of the step: 40 s idle, 120 s beside a training
 def test_tiny_run_reports_consistent_ratios(bench, tmp_path, capsys):
     out = tmp_path / "rows.json"
     rows = bench.main(
