@@ -6,9 +6,8 @@ Two sources of noise, each with its own interval for the difference of val mIoU
 - **Seeds** (`welch_interval`): training the same config again with another seed gives
   another mIoU. Welch's t over the runs' val mIoUs: the difference of the means, its
   standard error sqrt(s_a^2 / n_a + s_b^2 / n_b) and the Student t quantile at the
-  Welch-Satterthwaite degrees of freedom. Where one side has a single run, its variance
-  is unknown: the other side's sample variance stands for both (a pooled t with
-  n - 1 degrees of freedom from the side that has seeds).
+  Welch-Satterthwaite degrees of freedom. Where a side has a single run, its variance
+  is unknown and there is no interval (no other method's variance is borrowed).
 - **Val images** (`paired_bootstrap`): the val split is a sample of scenes. The images
   are resampled with replacement, the same resample for every run (paired), each run's
   mIoU is recomputed from its per-image confusion matrices (IoU is a ratio of sums, so
@@ -69,24 +68,19 @@ def welch_interval(
         confidence: the interval's coverage.
 
     Returns:
-        None when neither side has two runs (no seed spread to compare with).
+        None when a side has fewer than two runs: its seed variance is unknown, and
+        another method's (another architecture's) does not stand for it.
     """
     from scipy.stats import t as student_t
 
     a, b = np.asarray(reference, dtype=np.float64), np.asarray(variant, dtype=np.float64)
-    if len(a) == 0 or len(b) == 0 or (len(a) < 2 and len(b) < 2):
+    if len(a) < 2 or len(b) < 2:
         return None
     diff = float(b.mean() - a.mean())
-    if len(a) >= 2 and len(b) >= 2:
-        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-        se = math.sqrt(va + vb)
-        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se else math.inf
-        test = f"Welch's t, df {df:.1f}"
-    else:  # one run on one side: the other side's seed variance stands for both
-        seeds = a if len(a) >= 2 else b
-        se = float(seeds.std(ddof=1)) * math.sqrt(1 / len(a) + 1 / len(b))
-        df = len(seeds) - 1
-        test = f"t with the {len(seeds)}-seed side's spread for both, df {df}"
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se else math.inf
+    test = f"Welch's t, df {df:.1f}"
     half = float(student_t.ppf(0.5 + confidence / 2, df)) * se if se else 0.0
     return Interval(diff, diff - half, diff + half, test)
 

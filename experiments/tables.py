@@ -240,9 +240,11 @@ def compare(results: dict[str, dict], reference: str) -> dict[str, dict]:
         if counts is not None and counts[0].shape == ref_counts[0].shape:
             images = stats.paired_bootstrap(ref_counts, counts, confidence=CONFIDENCE,
                                             resamples=RESAMPLES)  # fmt: skip
+        verdict = stats.verdict([seeds, images])
+        if seeds is None:  # a side with one run: its seed noise is unknown
+            verdict = "no verdict: one run, no seed interval"
         out[group] = {"runs": len(labels), "diff": float(np.mean(miou) - np.mean(ref_miou)),
-                      "seeds": seeds, "images": images,
-                      "verdict": stats.verdict([seeds, images])}  # fmt: skip
+                      "seeds": seeds, "images": images, "verdict": verdict}  # fmt: skip
     return out
 
 
@@ -282,9 +284,9 @@ def comparison(results: dict[str, dict], study: dict[str, StudyRow], reference: 
     n_ref = len(found[reference])
     note = (
         f"\nDifferences are in points of val mIoU (variant minus {ref_method}). Seeds: "
-        "Welch's t over the runs' val mIoUs (where a method has one run, the other side's "
-        "seed variance stands for both, with its degrees of freedom); it needs two runs on "
-        "one side at least. Val images: a paired bootstrap over the val images "
+        "Welch's t over the runs' val mIoUs; it needs two runs on each side (a method with "
+        "one run has no seed interval and no verdict: no other method's seed variance "
+        "stands for its own). Val images: a paired bootstrap over the val images "
         f"({RESAMPLES} resamples, the same images for every run; each run's mIoU recomputed "
         "from its per-image confusion counts, seed means differenced; percentile interval). "
         "Verdict: better or worse when both intervals lie on one side of zero (the seed "

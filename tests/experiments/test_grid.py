@@ -189,14 +189,19 @@ def test_a_grid_killed_in_flight_and_rerun_runs_every_cell_once(tmp_path, monkey
 
     for level in LEVELS:  # each level: the layout of a plain run, nothing else
         folder = out / level
-        assert sorted(p.name for p in folder.iterdir()) == [
-            ".table1.lock",
-            "demo_data",
-            "results.json",
-            "runs",
-            "table1.md",
-            "table2.md",
-        ]
+        figures = [f"{stem}.{ext}" for stem in ("class_iou", "learning_curves", "val_miou")
+                   for ext in ("png", "svg")]  # fmt: skip
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            [
+                ".table1.lock",
+                "demo_data",
+                "results.json",
+                "runs",
+                "table1.md",
+                "table2.md",
+                *figures,
+            ]
+        )
         saved = json.loads((folder / "results.json").read_text())
         assert {r["state"] for r in saved["runs"].values()} == {"finished"}
         assert len(saved["runs"]) == 4
@@ -207,6 +212,8 @@ def test_a_grid_killed_in_flight_and_rerun_runs_every_cell_once(tmp_path, monkey
         "sweep.log",
         "table_levels.md",
         "table_levels.json",
+        "levels.png",
+        "levels.svg",
     }
 
     text = (out / "table_levels.md").read_text()
@@ -302,7 +309,8 @@ def test_collect_needs_no_data_folder_and_keeps_the_recorded_data(tmp_path, caps
 
 def test_collect_rewrites_the_committed_study_tables_byte_for_byte(tmp_path, monkeypatch):
     """The study README's --collect command as written, on a copy of the records, with no
-    data folder anywhere: every table it writes is the committed one, byte for byte."""
+    data folder anywhere: every table and figure it writes is the committed one, byte for
+    byte."""
     monkeypatch.chdir(REPO)
     copy = tmp_path / STUDY.name
     shutil.copytree(STUDY, copy)
@@ -314,7 +322,8 @@ def test_collect_rewrites_the_committed_study_tables_byte_for_byte(tmp_path, mon
     command[out] = str(copy)
     table1.run(command)
     tables = [p.relative_to(copy) for p in copy.rglob("*")
-              if p.name.startswith("table") or p.name == "results.json"]  # fmt: skip
+              if p.name.startswith("table") or p.name == "results.json"
+              or p.suffix in (".png", ".svg")]  # fmt: skip
     assert Path("table1.md") in tables or Path("table_levels.md") in tables
     for name in tables:
         assert (copy / name).read_bytes() == (STUDY / name).read_bytes(), name

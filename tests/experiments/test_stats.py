@@ -28,16 +28,12 @@ def test_welch_interval_is_welchs_t_test():
     assert interval.low > 0 and stats.verdict([interval]) == "better"
 
 
-def test_one_run_against_seeds_uses_the_seeds_spread():
-    """SegNet once against DL-1 over three seeds: t with 2 df (4.302653, a table value)."""
-    interval = stats.welch_interval([0.40, 0.42, 0.44], [0.50])
-    half = 4.302653 * 0.02 * math.sqrt(1 / 3 + 1)
-    assert interval.diff == pytest.approx(0.08)
-    assert (interval.low, interval.high) == pytest.approx((0.08 - half, 0.08 + half), abs=1e-6)
-    assert "df 2" in interval.test
-    assert stats.verdict([interval]) == "not distinguishable"  # the interval holds 0
-    assert stats.verdict([stats.welch_interval([0.40, 0.42, 0.44], [0.10])]) == "worse"
-    assert stats.welch_interval([0.4], [0.5]) is None  # no seed spread on either side
+def test_one_run_gets_no_seed_interval():
+    """SegNet once against DL-1 over three seeds: SegNet's seed variance is unknown, and
+    DL-1's (another architecture's) does not stand for it: no interval, no verdict."""
+    assert stats.welch_interval([0.40, 0.42, 0.44], [0.50]) is None
+    assert stats.welch_interval([0.50], [0.40, 0.42, 0.44]) is None
+    assert stats.welch_interval([0.4], [0.5]) is None
     assert stats.verdict([None]) == "not distinguishable"
 
 
