@@ -173,7 +173,10 @@ class PredictionWriter(BasePredictionWriter):
         it restores the checkpoint and reads the data)."""
         if stage != "predict":
             return
-        problem = _why_unwritable(self.output_dir, self.outputs)
+        # one process finds out and tells the others: with several, one removed the
+        # folders it had made to probe while another was probing in them
+        problem = _why_unwritable(self.output_dir, self.outputs) if trainer.is_global_zero else None
+        problem = trainer.strategy.broadcast(problem, src=0)
         if problem is not None:
             raise DataError(
                 f"cannot write predictions to {self.output_dir} ({self.setting}): {problem}"
