@@ -68,12 +68,12 @@ def seed_interval(values: Sequence[float]) -> tuple[float, float] | None:
 
 
 def _by_method(results: dict[str, dict]) -> dict[str, list[dict]]:
-    """Method (group) -> its finished, scored runs, in the order given."""
-    methods: dict[str, list[dict]] = {}
-    for result in results.values():
-        if result.get("state") == "finished" and "val" in result:
-            methods.setdefault(result["group"], []).append(result)
-    return methods
+    """Method (group) -> its finished, scored runs, in the order given (`tables.groups`)."""
+    from experiments.tables import groups
+
+    methods = {group: [results[label] for label in labels if "val" in results[label]]
+               for group, labels in groups(results).items()}  # fmt: skip
+    return {group: runs for group, runs in methods.items() if runs}
 
 
 def _miou_axes(axes, methods: dict[str, list[dict]], offset: float = 0.0, width: float = 0.6,
