@@ -10,6 +10,8 @@ SIGTERM, as shells report a process it killed).
 
 import errno
 import signal
+from collections.abc import Callable
+from typing import Any
 
 
 class UserError(Exception):
@@ -79,16 +81,27 @@ class FileSystemError(UserError):
         return cls(f"cannot {operation} {where}: {error.strerror or error}")
 
 
-def file_system_cause(error: BaseException | None) -> OSError | None:
-    """The OSError of `FILE_SYSTEM_ERRNOS` behind `error` (itself, or what it was raised
-    from or while handling: torch.save turns a full disk into a RuntimeError), if any."""
+def behind(error: BaseException | None, kind: Callable[[BaseException], bool]) -> Any:
+    """The first exception of `kind` among `error` and what it was raised from or while
+    handling, or None. Libraries re-raise what they caught as their own error: torch.save
+    turns a full disk, and a Ctrl-C in the middle of its file, into a RuntimeError."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRNOS:
+        if kind(error):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def file_system_cause(error: BaseException | None) -> OSError | None:
+    """The OSError of `FILE_SYSTEM_ERRNOS` behind `error` (`behind`), if any."""
+    return behind(error, lambda e: isinstance(e, OSError) and e.errno in FILE_SYSTEM_ERRNOS)
+
+
+def interrupted(error: BaseException | None) -> bool:
+    """Whether a Ctrl-C (KeyboardInterrupt) is behind `error` (`behind`)."""
+    return behind(error, lambda e: isinstance(e, KeyboardInterrupt)) is not None
 
 
 FILE_SYSTEM_ERRNOS = frozenset(

@@ -20,6 +20,7 @@ from aspp_seg.errors import (
     Interrupted,
     UsageError,
     UserError,
+    behind,
     file_system_cause,
 )
 
@@ -67,14 +68,10 @@ and the files in `aspp_seg.cli.commands`)."""
 
 
 def _user_error(error: BaseException | None) -> UserError | None:
-    """The UserError behind `error`, if any (the CLI's parser wraps it in its own)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, UserError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+    """The UserError behind `error`, if any (the CLI's parser wraps it in its own), or
+    `Interrupted` for a Ctrl-C that a library turned into an error of its own."""
+    found = behind(error, lambda e: isinstance(e, UserError | KeyboardInterrupt))
+    return Interrupted("interrupted") if isinstance(found, KeyboardInterrupt) else found
 
 
 def _file_system_error(error: BaseException) -> FileSystemError | None:

@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -191,6 +193,30 @@ def replacing(path: str | Path, *, keep_suffix: bool = True, sync: bool = False)
                 _fsync(path.parent)
     finally:
         staged.unlink(missing_ok=True)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """A Ctrl-C (SIGINT) that arrives inside the block takes effect when the block ends,
+    so that the file written inside is completed first. torch.save turns a
+    KeyboardInterrupt raised in the middle of its file into a RuntimeError about a
+    damaged archive; deferred, the checkpoint is whole and the interrupt stays one.
+
+    Only the main thread receives signals; elsewhere, and when the handler was set
+    outside Python, the block runs unchanged.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)  # now, through the handler it had before
 
 
 def _fsync(path: Path) -> None:

@@ -6,7 +6,8 @@ weights only, so a checkpoint is data and never runs code. Every write goes to a
 temporary file in the checkpoint's folder, is flushed to the disk and then renamed over
 the old file, so a full disk or a kill leaves the previous checkpoint or none, never a
 part of one (Lightning's own writer stages the file in the system's temporary folder and
-copies it over when that is another file system).
+copies it over when that is another file system). A Ctrl-C during the write takes effect
+once the checkpoint is written.
 
 In plain Python: ``Trainer(plugins=[SafeCheckpointIO()])``; ``aspp-seg`` installs it in
 every trainer it builds (`use_safe_checkpoint_io`).
@@ -26,7 +27,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.plugins.io.wrapper import _WrappingCheckpointIO
 
-from aspp_seg.data.io import replacing
+from aspp_seg.data.io import interrupts_deferred, replacing
 from aspp_seg.errors import ConfigError, FileSystemError, file_system_cause
 from aspp_seg.evaluation.checkpoints import read_checkpoint, refused
 
@@ -50,8 +51,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         try:
             # the temporary name does not end in .ckpt: what a kill -9 leaves behind must
-            # not match the `*.ckpt` that load_model and the resume look for
+            # not match the `*.ckpt` that load_model and the resume look for; a Ctrl-C
+            # waits until the checkpoint is written (`interrupts_deferred`)
             with (
+                interrupts_deferred(),
                 replacing(path, keep_suffix=False, sync=True) as staged,
                 open(staged, "wb") as file,
             ):

@@ -117,3 +117,30 @@ def test_a_setting_that_does_not_parse_is_one_line(args, expected, tmp_path, cap
     assert line.startswith("aspp-seg: error: ")
     assert expected.replace("BROKEN", str(broken)) in line
     assert "usage:" not in capfd.readouterr().err
+
+
+def _ctrl_c():
+    raise KeyboardInterrupt
+
+
+def _ctrl_c_while_writing():  # what torch.save raises when Ctrl-C lands in its file
+    try:
+        _ctrl_c()
+    finally:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+
+def _ctrl_c_wrapped():
+    try:
+        _ctrl_c()
+    except KeyboardInterrupt as error:
+        raise RuntimeError("a library's own error") from error
+
+
+@pytest.mark.parametrize("command", [_ctrl_c, _ctrl_c_while_writing, _ctrl_c_wrapped])
+def test_ctrl_c_is_one_line_and_130_also_when_a_library_rewraps_it(command, monkeypatch, capfd):
+    monkeypatch.setattr("aspp_seg.cli.main._run", lambda args: command())
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit"])
+    assert exit_.value.code == 130
+    assert capfd.readouterr().err.strip() == "aspp-seg: error: interrupted"

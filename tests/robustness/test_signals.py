@@ -164,6 +164,61 @@ def test_lightnings_slurm_requeue_keeps_sigusr1(monkeypatch):
         assert {s: signal.getsignal(s) for s in before} == before
 
 
+# --- a signal in the middle of writing a checkpoint ---
+
+
+class _SignalledFile:
+    """A file that sends `signum` to this process at its third write: a signal that
+    lands inside torch.save, which turns a KeyboardInterrupt raised there into a
+    RuntimeError about a damaged archive."""
+
+    def __init__(self, file, signum: int) -> None:
+        self.file, self.signum, self.writes = file, signum, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 3:
+            os.kill(os.getpid(), self.signum)
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+MID_WRITE = [
+    (signal.SIGINT, 130, r"^aspp-seg: error: interrupted at step 4 \(epoch \d\); the newest "
+     r"checkpoint is \S+/version_1/checkpoints/last\.ckpt \(step 4\): run the same command "
+     r"with --ckpt_path last to resume from it$", 4),
+    (signal.SIGTERM, 143, TERMINATED.replace("step 3", "step 4").format("SIGTERM"), 4),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("signum", "status", "line", "step"), MID_WRITE,
+                         ids=[signal.Signals(c[0]).name for c in MID_WRITE])  # fmt: skip
+def test_a_signal_while_a_checkpoint_is_written(signum, status, line, step, ws, run_cli,
+                                                monkeypatch):  # fmt: skip
+    """The checkpoint being written is completed, then the signal stops the run at the
+    step that checkpoint holds: one line, 130 for Ctrl-C and 143 for SIGTERM."""
+    save, sent = torch.save, []
+
+    def save_with_a_signal(obj, file, *args, **kwargs):
+        if not sent and hasattr(file, "write"):
+            sent.append(signum)
+            file = _SignalledFile(file, signum)
+        return save(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_with_a_signal)
+    ctrl_c = signal.getsignal(signal.SIGINT)
+    try:
+        case = Case(f"{signal.Signals(signum).name} mid-write", ("fit", "--config", "{config}",
+                    *STEPS), status, line, writes=(NEW_RUN,))  # fmt: skip
+        check(case, ws, run_cli)
+    finally:
+        signal.signal(signal.SIGINT, ctrl_c)
+    assert sent
+    assert _step(ws.work / "runs" / "tiny" / "version_1" / "checkpoints" / "last.ckpt") == step
+
+
 # --- signals from outside, to a real process ---
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 from aspp_seg.cli.main import main
-from aspp_seg.training.callbacks.run_guard import first_non_finite
+from aspp_seg.training.callbacks.run_guard import RunGuard, first_non_finite
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs" / "demo.yaml")
@@ -327,3 +328,18 @@ def test_nothing_points_outside_the_repository():
         if "shared/" in line or "DESIGN.md" in line
     ]
     assert not found
+
+
+def test_a_ctrl_c_a_library_rewrapped_is_remembered_as_an_interruption():
+    guard, trainer = RunGuard(), SimpleNamespace(global_step=7, current_epoch=1)
+    try:
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("unexpected pos")  # torch.save's answer to it
+    except RuntimeError as error:
+        guard.on_exception(trainer, None, error)
+    assert guard.interrupted_at == (7, 1)
+    bug = RunGuard()
+    bug.on_exception(trainer, None, ValueError("a bug, not Ctrl-C"))
+    assert bug.interrupted_at is None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from aspp_seg.errors import ConfigError, RunFailed
+from aspp_seg.errors import ConfigError, RunFailed, interrupted
 
 
 @dataclass
@@ -189,7 +189,7 @@ class RunGuard(Callback):
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
-        if isinstance(exception, KeyboardInterrupt):
+        if interrupted(exception):  # also a Ctrl-C that a library re-raised as its own error
             self.interrupted_at = (trainer.global_step, trainer.current_epoch)
 
     def interruption_message(self, trainer: Trainer) -> str:
