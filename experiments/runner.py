@@ -38,6 +38,9 @@ IMAGES = "val_images.txt"  # in <run>/eval: the N val images, in that order
 # (intersection, union), N x W x C x C confusion within w px of a truth boundary (W: TRIMAP_WIDTHS)
 BOUNDARY_PER_IMAGE = "val_boundary_per_image.npy"
 TRIMAP_PER_IMAGE = "val_trimap_per_image.npy"
+# in <run>/eval, the val split's totals of the same (runs evaluated before the metric have none)
+BOUNDARY_CSV = "val_boundary_iou.csv"  # one row: per-class Boundary IoU (%), mIoU
+TRIMAP_CSV = "val_trimap_iou.csv"  # a row per band width: "band (px)", per-class IoU (%), mIoU
 EVALUATED = "evaluated.json"  # in <run>/eval: the step of the weights the files score
 
 
@@ -156,9 +159,34 @@ def read_iou_csv(path: Path) -> dict:
     with path.open(newline="") as f:
         row = next(csv.DictReader(f))
     columns = [c for c in row if c != "mIoU"]
+    return {"columns": columns, **_iou_row(row, columns)}
+
+
+def _iou_row(row: dict[str, str], columns: Sequence[str]) -> dict:
+    """``{"iou": float64[C], "miou"}`` (fractions, NaN where empty) of a CSV row in %."""
     values = [float(row[c]) / 100 if row[c] else math.nan for c in columns]
     miou = float(row["mIoU"]) / 100 if row.get("mIoU") else math.nan
-    return {"columns": columns, "iou": np.array(values), "miou": miou}
+    return {"iou": np.array(values), "miou": miou}
+
+
+def read_trimap_csv(path: Path) -> dict:
+    """``{"columns", "widths": W ints, "iou": W x C fractions, "miou": W}`` from a trimap
+    CSV (`aspp_seg.evaluation.reports.trimap_csv`: a row per band width, px)."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [c for c in rows[0] if c not in ("band (px)", "mIoU")]
+    scores = [_iou_row(row, columns) for row in rows]
+    return {"columns": columns, "widths": [int(row["band (px)"]) for row in rows],
+            "iou": np.array([s["iou"] for s in scores]),
+            "miou": np.array([s["miou"] for s in scores])}  # fmt: skip
+
+
+def read_boundary(folder: Path) -> dict:
+    """``{"boundary": read_iou_csv of BOUNDARY_CSV, "trimap": read_trimap_csv of
+    TRIMAP_CSV}`` from an ``eval/`` folder, each None where its file is not there."""
+    boundary, trimap = folder / BOUNDARY_CSV, folder / TRIMAP_CSV
+    return {"boundary": read_iou_csv(boundary) if boundary.is_file() else None,
+            "trimap": read_trimap_csv(trimap) if trimap.is_file() else None}  # fmt: skip
 
 
 def _evaluation_files(out: Path, name: str) -> list[Path]:
@@ -426,9 +454,10 @@ def collect(plan: RunPlan, *, evaluate_missing: bool = False) -> dict:
 
     Returns:
         ``{"config", "group", "seed", "budget", "state", "reason", "steps", "wall_s",
-        "train", "val", "per_image"}``; ``state`` is ``finished``, ``unfinished`` (its
-        last checkpoint, evaluated by ``--collect``), ``failed``, ``running`` or ``not
-        run``; the scores are present for the first two.
+        "train", "val", "per_image", "boundary", "trimap"}``; ``state`` is ``finished``,
+        ``unfinished`` (its last checkpoint, evaluated by ``--collect``), ``failed``,
+        ``running`` or ``not run``; the scores are present for the first two (the val
+        split's boundary scores, `read_boundary`, where the run has them).
     """
     from experiments import sweep
 
@@ -444,16 +473,17 @@ def collect(plan: RunPlan, *, evaluate_missing: bool = False) -> dict:
     kept = kept_scores(plan) if checkpoint is None else None
     if kept is not None:
         folder = plan.folder / "eval"
-        return {**result, **_read_scores(folder), "state": "finished", "steps": kept["steps"],
-                "per_image": folder / PER_IMAGE}  # fmt: skip
+        return {**result, **_read_scores(folder), **read_boundary(folder), "state": "finished",
+                "steps": kept["steps"], "per_image": folder / PER_IMAGE}  # fmt: skip
     done = checkpoint is not None and evaluated(plan.out, plan.label, checkpoint)
     if checkpoint is not None and (done or evaluate_missing):
         scores = evaluate(plan.label, plan.config, list(plan.overrides), plan.out, checkpoint)
         record = fit_record(plan)
         steps = record["steps"] if record else checkpoint_step(checkpoint)
         per_image = plan.folder / "eval" / PER_IMAGE
-        return {**result, **scores, "state": "finished" if record else "unfinished",
-                "steps": steps, "per_image": per_image}  # fmt: skip
+        return {**result, **scores, **read_boundary(per_image.parent),
+                "state": "finished" if record else "unfinished", "steps": steps,
+                "per_image": per_image}  # fmt: skip
     holder = sweep.running(plan.folder)
     if holder is not None:
         return {**result, "state": "running", "reason": holder}

@@ -28,7 +28,8 @@ Everything lands in ``--out`` (default ``runs/table1``): per run ``runs/<label>/
 (the training run: checkpoints, ``metrics.csv``, ``fit.log``, ``wall_s.txt`` and, once
 it reached its budget, ``finished.json``), ``runs/<label>/eval/`` (``{train,val}_iou.csv``
 and the per-image val confusion counts of the bootstrap), ``failed.txt`` when its last
-job failed; then ``table1.md``, ``table2.md``, ``results.json``, the figures
+job failed; then ``table1.md``, ``table2.md``, ``table3.md`` (val Boundary IoU and the
+thin classes, where a run has boundary records), ``results.json``, the figures
 (``val_miou``, ``class_iou``, ``learning_curves``, each ``.png`` and ``.svg``:
 `experiments.figures`) and ``sweep.log``. The run
 folders are the only state: the same command again skips finished runs, resumes

@@ -5,7 +5,10 @@ group's per-class val IoU, Table 2 each run's steps, wall time, train and val mI
 each group's mean ± standard deviation over seeds, then every group's difference of val
 mIoU to the reference group with two 95% intervals and a verdict (`experiments.stats`).
 On Cityscapes the study's published rows (`experiments.study`) stand beside ours. Runs
-without scores (failed, running, not run) are rows with their reason.
+without scores (failed, running, not run) are rows with their reason. Table 3 gives the
+per-class val Boundary IoU in Table 1's layout and, for the thin classes (`THIN`), each
+group's IoU, Boundary IoU and trimap IoU side by side; it is written where a run has
+boundary records (runs evaluated before the metric have none: ``-``).
 
 Across the levels of a ``--grid`` (`write_levels`): each group's val mIoU per level and,
 within each level, every pair of groups (`pairwise`): one interval over seeds and val
@@ -15,7 +18,8 @@ pairs (`stats.holm`) and a verdict; a group with one run gets none (no borrowed 
 The inputs are `experiments.runner.collect`'s dicts, one per run label: ``config``,
 ``group``, ``seed``, ``state``, ``reason``, ``steps``, ``wall_s``, ``per_image`` (a path
 or None) and, for a scored run, ``train`` / ``val`` ``{"columns", "iou", "miou"}``
-(fractions, NaN where a class has no pixels).
+(fractions, NaN where a class has no pixels) and, where it has them, ``boundary`` (the
+same, of Boundary IoU) and ``trimap`` (``{"columns", "widths", "iou": W x C, "miou"}``).
 """
 
 from __future__ import annotations
@@ -45,9 +49,14 @@ def _pct(value: float | None, *, sign: bool = False) -> str:
     return f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
 
 
+def _kept(values: Sequence[float | None]) -> list[float]:
+    """`values` without None and NaN (a class without pixels in a run)."""
+    return [v for v in values if v is not None and not math.isnan(v)]
+
+
 def _mean_sd(values: Sequence[float]) -> str:
     """``mean ± sd`` (%) over seeds, NaNs left out; one value alone."""
-    kept = [v for v in values if v is not None and not math.isnan(v)]
+    kept = _kept(values)
     if not kept:
         return "-"
     if len(kept) == 1:
@@ -59,9 +68,9 @@ def _scored(result: dict) -> bool:
     return "val" in result
 
 
-def _columns(results: dict[str, dict]) -> list[str]:
-    """The class columns that all scored runs share (none scored: no columns)."""
-    columns = {tuple(r["val"]["columns"]) for r in results.values() if _scored(r)}
+def _columns(results: dict[str, dict], key: str = "val") -> list[str]:
+    """The class columns that all runs scored in `key` share (none scored: no columns)."""
+    columns = {tuple(r[key]["columns"]) for r in results.values() if r.get(key)}
     if len(columns) > 1:
         raise ConfigError("the runs were evaluated on different classes; tabulate them apart")
     return list(columns.pop()) if columns else []
@@ -100,23 +109,36 @@ def table1(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
     """Markdown: per-class val IoU (%) of each group (mean ± sd over its seeds); on
     Cityscapes the study's row and the difference below it; then each of its runs
     (several seeds) and the runs without final scores on rows of their own."""
-    columns = _columns(results)
-    cityscapes = columns == list(COLUMNS)
+    return _class_table(results, study, "val")
+
+
+def _class_table(results: dict[str, dict], study: dict[str, StudyRow], key: str) -> str:
+    """`table1`'s layout for the per-class scores under `key` of each run (``val``: IoU,
+    ``boundary``: Boundary IoU; the study's rows beside the IoU only). A finished run
+    without them is ``-`` and left out of its group's mean."""
+    columns = _columns(results, key)
+    cityscapes = key == "val" and columns == list(COLUMNS)
     head = ["Method", "Source", *columns, "mIoU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def line(cells: Sequence[str]) -> None:
         lines.append("| " + " | ".join(cells) + " |")
 
+    def scores(result: dict) -> list[str]:
+        run = result.get(key)
+        return [_pct(v) for v in (*run["iou"], run["miou"])] if run else ["-"] * (len(columns) + 1)
+
     for group, labels in groups(results).items():
         members = {k: r for k, r in results.items() if r["group"] == group}
         method = _method(next(iter(members.values())), study)
         if labels:
-            runs = [results[k]["val"] for k in labels]
-            values = [[*r["iou"], r["miou"]] for r in runs]
-            cells = [_mean_sd(v) for v in zip(*values, strict=True)]
+            scored = [k for k in labels if results[k].get(key)]
+            values = [[*results[k][key]["iou"], results[k][key]["miou"]] for k in scored]
+            cells = ([_mean_sd(v) for v in zip(*values, strict=True)] if values
+                     else ["-"] * (len(columns) + 1))  # fmt: skip
+            of = "" if len(scored) == len(labels) else f" of {len(labels)}"
             source = f"this run ({labels[0]})" if len(labels) == 1 else (
-                f"mean ± sd, {len(labels)} seeds")  # fmt: skip
+                f"mean ± sd, {len(scored)}{of} seeds")  # fmt: skip
             line([method, source, *cells])
             row = study.get(members[labels[0]]["config"]) if cityscapes else None
             if row:
@@ -130,15 +152,128 @@ def table1(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
             elif cityscapes:
                 line(["", "study", *["-"] * (len(columns) + 1)])
             for label in labels if len(labels) > 1 else ():  # the runs behind the mean
-                run = results[label]["val"]
-                line([method, label, *(_pct(v) for v in (*run["iou"], run["miou"]))])
+                line([method, label, *scores(results[label])])
         for label, result in members.items():
-            if label in labels:
-                continue
-            cells = ([_pct(v) for v in (*result["val"]["iou"], result["val"]["miou"])]
-                     if _scored(result) else ["-"] * (len(columns) + 1))  # fmt: skip
-            line([method, _status(label, result), *cells])
+            if label not in labels:
+                line([method, _status(label, result), *scores(result)])
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------- boundaries
+
+THIN = (
+    "pole", "sign/symbol", "pedestrian", "bicyclist",  # CamVid
+    "Pole", "T.Light", "T.Sign", "Person", "Rider", "Bike",  # Cityscapes
+)  # fmt: skip
+"""The thin classes whose boundaries the paper expects large rates to blur (poles, signs,
+lights) and the thin people and bicycles beside them, as the data sets' columns name them."""
+
+
+def _no_boundary(results: dict[str, dict]) -> list[str]:
+    """The scored runs without boundary records (evaluated before the metric existed)."""
+    return [k for k, r in results.items() if _scored(r) and not r.get("boundary")]
+
+
+def _narrowest(results: dict[str, dict]) -> int | None:
+    """The narrowest trimap band that every run with trimap records has (None: no band)."""
+    widths = [set(r["trimap"]["widths"]) for r in results.values() if r.get("trimap")]
+    common = set.intersection(*widths) if widths else set()
+    return min(common) if common else None
+
+
+def _stat(values: Sequence[float | None]) -> dict | None:
+    """``{"n", "mean", "sd"}`` (fractions; sd None for one value) of `values` without NaN."""
+    kept = _kept(values)
+    if not kept:
+        return None
+    sd = float(np.std(kept, ddof=1)) if len(kept) > 1 else None
+    return {"n": len(kept), "mean": float(np.mean(kept)), "sd": sd}
+
+
+def thin_classes(results: dict[str, dict], study: dict[str, StudyRow]) -> list[dict]:
+    """Each thin class (`THIN`) x group with finished runs: region IoU, Boundary IoU and
+    the trimap IoU at the narrowest band (`_narrowest`), each over the group's finished
+    runs that have boundary records (the same runs for the three, so that they compare).
+
+    Returns:
+        ``{"class", "group", "method", "runs": labels, "iou", "boundary", "trimap"}`` per
+        row, each score a `_stat` or None; classes in column order, groups as in Table 1.
+    """
+    columns = _columns(results, "boundary")
+    width = _narrowest(results)
+    rows = []
+    for name in (c for c in columns if c in THIN):
+        for group, labels in groups(results).items():
+            if not labels:  # no finished run (failed, running): Table 1 says why
+                continue
+            bounded = [k for k in labels if results[k].get("boundary")]
+            runs = [results[k] for k in bounded]
+
+            def scores(key: str, runs: list[dict] = runs, name: str = name) -> list[float]:
+                return [r[key]["iou"][r[key]["columns"].index(name)] for r in runs]
+
+            trimap = [r["trimap"] for r in runs if r.get("trimap")]
+            rows.append({
+                "class": name, "group": group,
+                "method": _method(next(r for r in results.values() if r["group"] == group),
+                                  study),
+                "runs": bounded,
+                "iou": _stat(scores("val")), "boundary": _stat(scores("boundary")),
+                "trimap": _stat([t["iou"][t["widths"].index(width)][t["columns"].index(name)]
+                                 for t in trimap]) if width is not None else None,
+            })  # fmt: skip
+    return rows
+
+
+def _cell(stat: dict | None) -> str:
+    """A `_stat` as ``mean ± sd`` (%), one value alone, ``-`` for none."""
+    if stat is None:
+        return "-"
+    if stat["sd"] is None:
+        return _pct(stat["mean"])
+    return f"{100 * stat['mean']:.2f} ± {100 * stat['sd']:.2f}"
+
+
+def table3(results: dict[str, dict], study: dict[str, StudyRow]) -> str:
+    """Markdown: per-class val Boundary IoU (%) in `table1`'s layout, the runs without
+    boundary records named, then the thin classes' region IoU, Boundary IoU and trimap IoU
+    side by side per method (`thin_classes`)."""
+    text = _class_table(results, study, "boundary")
+    missing = _no_boundary(results)
+    text += (
+        "\nBoundary IoU (Cheng et al. 2021, `aspp_seg.evaluation.boundary`): for each class, "
+        "the intersection over union of the truth's and the prediction's pixels within d px "
+        "of their region's contour (d = 2% of the label map's diagonal), summed over the val "
+        "images; mean ± sd over seeds as in table1.md, runs without boundary records left "
+        "out of the mean (`-`).\n"
+    )
+    if missing:
+        text += (f"\nNo boundary records (evaluated before the metric existed): "
+                 f"{', '.join(missing)}.\n")  # fmt: skip
+    width = _narrowest(results)
+    band = f"trimap IoU, {width} px" if width is not None else "trimap IoU"
+    text += "\n## Thin classes: region IoU against Boundary IoU\n\n"
+    rows = thin_classes(results, study)
+    if not rows:
+        return text + f"None of the thin classes ({', '.join(THIN)}) is a class of this data.\n"
+    head = ["Class", "Method", "n", "IoU", "Boundary IoU", band]
+    text += "| " + " | ".join(head) + " |\n" + "|" + "---|" * len(head) + "\n"
+    for row in rows:
+        cells = [row["class"], row["method"], str(len(row["runs"])), _cell(row["iou"]),
+                 _cell(row["boundary"]), _cell(row["trimap"])]  # fmt: skip
+        text += "| " + " | ".join(cells) + " |\n"
+    trimap = ("no trimap records" if width is None else
+              f"the IoU on the pixels within {width} px of a truth boundary (the DeepLab "
+              "papers' trimap, its narrowest band here; every band: each run's "
+              "`eval/val_trimap_iou.csv`)")  # fmt: skip
+    return text + (
+        "\nVal scores in %, mean ± sd over the n finished runs of each method that have "
+        "boundary records (the same runs in the three columns). IoU: over the whole image, "
+        f"as in table1.md; Boundary IoU: as above; trimap IoU: {trimap}. Where an object is "
+        "no wider than about 2d, its band is the whole object, so its Boundary IoU is "
+        "close to its IoU by construction; the trimap's narrow band is the sharper test of "
+        "its edges.\n"
+    )
 
 
 def _minutes(seconds: float | None) -> str:
@@ -330,19 +465,50 @@ def _serial(interval: stats.Interval | None) -> dict | None:
             "test": interval.test}  # fmt: skip
 
 
+def _boundary_json(results: dict[str, dict], study: dict[str, StudyRow]) -> dict:
+    """Table 3's numbers (fractions): each scored run's val Boundary IoU and trimap IoU
+    (None: no records), the runs without them and the thin classes' rows."""
+    runs = {}
+    for label, r in results.items():
+        if not _scored(r):
+            continue
+        b, t = r.get("boundary"), r.get("trimap")
+        runs[label] = None if not b else {
+            "iou": _fractions(b["iou"]), "miou": _fractions([b["miou"]])[0],
+            "trimap": None if not t else {
+                "widths": list(t["widths"]), "iou": [_fractions(row) for row in t["iou"]],
+                "miou": _fractions(t["miou"])}}  # fmt: skip
+    return {"columns": _columns(results, "boundary"), "runs": runs,
+            "without": _no_boundary(results), "thin_trimap_width": _narrowest(results),
+            "thin": thin_classes(results, study)}  # fmt: skip
+
+
 def write_tables(
     results: dict[str, dict], out: Path, *, data: str | None, budget: str, reference: str
 ) -> tuple[Path, Path]:
-    """Writes ``table1.md``, ``table2.md`` (with the comparison) and ``results.json``."""
+    """Writes ``table1.md``, ``table2.md`` (with the comparison), ``table3.md`` (Boundary
+    IoU, where a run has its records; else no file, and table1.md says why) and
+    ``results.json``."""
     study = load_study()
     cityscapes = _on_cityscapes(results)
     note = caveat(data, budget, cityscapes)
+    bounded = any(r.get("boundary") for r in results.values())
+    t3 = out / "table3.md"
+    if bounded:
+        write_file(t3, "# Table 3: per-class Boundary IoU (%) on the validation split\n\n"
+                   + note + table3(results, study))  # fmt: skip
+        boundary = "Per-class Boundary IoU and the thin classes: table3.md.\n"
+    else:
+        t3.unlink(missing_ok=True)  # a table of records that are no longer there
+        boundary = ("No Boundary IoU (table3.md): no run here has boundary records; they "
+                    "were evaluated before the metric existed.\n")  # fmt: skip
     t1 = out / "table1.md"
     write_file(
         t1,
         "# Table 1: per-class IoU (%) on the validation split\n\n" + note
         + table1(results, study)
-        + "\nEach method's difference to the reference, with intervals: table2.md.\n"
+        + "\nEach method's difference to the reference, with intervals: table2.md. "
+        + boundary
     )  # fmt: skip
     t2 = out / "table2.md"
     write_file(
@@ -366,7 +532,8 @@ def write_tables(
     meta = {"data": data, "budget": budget, "meaningful": not note, "reference": reference,
             "columns": _columns(results), "confidence": CONFIDENCE,
             "bootstrap_resamples": RESAMPLES}  # fmt: skip
-    payload = {"meta": meta, "runs": runs, "comparison": differences}
+    payload = {"meta": meta, "runs": runs, "comparison": differences,
+               "boundary": _boundary_json(results, study) if bounded else None}  # fmt: skip
     write_file(out / "results.json", json.dumps(payload, indent=1))
     return t1, t2
 
