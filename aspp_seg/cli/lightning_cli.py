@@ -3,8 +3,8 @@ config (`ConfigReader`, which `aspp_seg.cli.config.read_config` parses with).
 
 Besides the model, data and trainer, every run gets callbacks that do not belong to the
 task: `FastPaths` and `LRScaling` (set under the config's top-level ``fast_paths:`` and
-``lr_scaling:``), `RunGuard`, `Preemption` (SIGTERM, SIGUSR1), `ClassWeights` and
-`ScheduleRetarget` (``fit``), `ResultFiles`, `SegmentationLogger` (with W&B or
+``lr_scaling:``), `RunGuard`, `Preemption` (SIGTERM, SIGUSR1), `ClassWeights`,
+`ScheduleRetarget` and `RunEstimate` (``fit``), `ResultFiles`, `SegmentationLogger` (with W&B or
 TensorBoard) and a `PredictionWriter` (``predict``, writing to its ``--predict_dir``).
 
 Kept apart from `aspp_seg.cli` so that the ``aspp-seg`` entry point imports Lightning
@@ -36,6 +36,7 @@ from aspp_seg.training.callbacks import (
     Preemption,
     ResultFiles,
     RunConfigCallback,
+    RunEstimate,
     RunGuard,
     ScheduleRetarget,
     SegmentationLogger,
@@ -291,6 +292,8 @@ class AsppSegCLI(LightningCLI):
         ]
         if not any(isinstance(c, ScheduleRetarget) for c in callbacks):
             callbacks.append(ScheduleRetarget())  # a resumed run's schedule follows its length
+        if not any(isinstance(c, RunEstimate) for c in callbacks):
+            callbacks.append(RunEstimate())  # one line: how long the rest of the fit takes
 
     def _before_evaluation(self) -> None:
         self._check_checkpoint()

@@ -6,6 +6,8 @@
 - `RunGuard` (run_guard.py): stops a diverging run, refuses non-finite checkpoints;
 - `Preemption` (preemption.py): SIGTERM / SIGUSR1 stop a run at the next step with
   ``last.ckpt`` written for it;
+- `RunEstimate` (run_estimate.py): one line saying how long the rest of a fit takes,
+  once its step and validation times are measured;
 - `ClassWeights` (class_weights.py): class weights from the split the run trains on;
 - `FastPaths` (fast_paths.py): SyncBatchNorm, channels_last, compile, fused optimizer,
   gradient checkpointing;
@@ -22,6 +24,7 @@
 
 ``aspp-seg`` adds `FastPaths`, `LRScaling` (settings: the config's top-level
 ``fast_paths:`` and ``lr_scaling:``), `RunGuard`, `Preemption`, `ClassWeights`, `ScheduleRetarget`,
+`RunEstimate`,
 `LoggedStepAlignment`, `ResultFiles` and, for ``predict``, a `PredictionWriter` to every run
 (`aspp_seg.cli.lightning_cli`); plain Python lists the ones it wants in
 ``Trainer(callbacks=[...])``.
@@ -37,6 +40,7 @@ from aspp_seg.training.callbacks.prediction_writer import PredictionWriter
 from aspp_seg.training.callbacks.preemption import Preemption
 from aspp_seg.training.callbacks.result_files import ResultFiles
 from aspp_seg.training.callbacks.run_config import RunConfigCallback
+from aspp_seg.training.callbacks.run_estimate import RunEstimate
 from aspp_seg.training.callbacks.run_guard import RunGuard
 from aspp_seg.training.callbacks.schedule_retarget import ScheduleRetarget
 from aspp_seg.training.callbacks.segmentation_logger import SegmentationLogger
@@ -52,6 +56,7 @@ __all__ = [
     "Preemption",
     "ResultFiles",
     "RunConfigCallback",
+    "RunEstimate",
     "RunGuard",
     "ScheduleRetarget",
     "SegmentationLogger",
