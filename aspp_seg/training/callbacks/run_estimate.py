@@ -230,7 +230,8 @@ class RunEstimate(Callback):
     def _say(self, trainer: Trainer, batch_idx: int) -> None:
         total = trainer.estimated_stepping_batches
         steps = total - trainer.global_step
-        if math.isinf(total) or steps <= 0:
+        if math.isinf(total) or steps <= 0:  # no end (max_time, a signal), or at it
+            self._said.update(("steps", "validation"))
             return
         step_s = self._seconds / (self._marked_step - self._start_step)
         validations = self._validations_left(trainer, int(total), batch_idx, steps * step_s)
